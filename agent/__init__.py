@@ -1,0 +1,1 @@
+"""The agent (client): fingerprints its host, runs allocations through drivers, reports back."""

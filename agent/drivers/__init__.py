@@ -1,0 +1,1 @@
+"""Task drivers: one interface (``base.Driver``), one module per driver."""

@@ -1,0 +1,1 @@
+"""The shoal model: job specs, cluster records, and the readers that turn files into jobs."""

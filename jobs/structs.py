@@ -1,0 +1,184 @@
+"""Cluster records the servers keep and agents read: nodes, allocations, evaluations.
+
+Records stored in the state are never mutated in place: a change replaces the
+record (``dataclasses.replace``), so a read-only snapshot can share them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from shoal.jobs.model import Job, Resources
+
+# Node status
+NODE_INIT, NODE_READY, NODE_DOWN = "initializing", "ready", "down"
+# Allocation desired status
+DESIRED_RUN, DESIRED_STOP, DESIRED_EVICT = "run", "stop", "evict"
+# Allocation client status
+ALLOC_PENDING, ALLOC_RUNNING, ALLOC_COMPLETE, ALLOC_FAILED, ALLOC_LOST = (
+    "pending", "running", "complete", "failed", "lost",
+)
+CLIENT_TERMINAL = (ALLOC_COMPLETE, ALLOC_FAILED, ALLOC_LOST)
+# Evaluation status
+EVAL_PENDING, EVAL_COMPLETE, EVAL_FAILED, EVAL_BLOCKED, EVAL_CANCELED = (
+    "pending", "complete", "failed", "blocked", "canceled",
+)
+EVAL_TERMINAL = (EVAL_COMPLETE, EVAL_FAILED, EVAL_CANCELED)
+# Task states
+TASK_PENDING, TASK_RUNNING, TASK_DEAD = "pending", "running", "dead"
+
+
+@dataclass(slots=True)
+class NodeResources:
+    cpu: int = 0  # MHz, total
+    memory: int = 0  # MB
+    disk: int = 0  # MB
+    cores: int = 0
+
+
+@dataclass(slots=True)
+class Node:
+    id: str = ""
+    name: str = ""
+    datacenter: str = "dc1"
+    node_pool: str = "default"
+    address: str = ""  # the agent's RPC address (host:port)
+    status: str = NODE_INIT
+    eligible: bool = True
+    drain: bool = False
+    attributes: dict[str, str] = field(default_factory=dict)
+    meta: dict[str, str] = field(default_factory=dict)
+    resources: NodeResources = field(default_factory=NodeResources)
+    reserved: NodeResources = field(default_factory=NodeResources)
+    drivers: list[str] = field(default_factory=list)
+    last_heartbeat: float = 0.0
+    create_index: int = 0
+    modify_index: int = 0
+
+    def schedulable(self) -> bool:
+        return self.status == NODE_READY and self.eligible and not self.drain
+
+
+@dataclass(slots=True)
+class TaskEvent:
+    type: str = ""  # Received, Driver, Started, Terminated, Restarting, OOM Killed, Killed, ...
+    time: float = 0.0
+    message: str = ""
+    exit_code: int | None = None
+
+
+@dataclass(slots=True)
+class TaskState:
+    state: str = TASK_PENDING
+    failed: bool = False
+    restarts: int = 0
+    exit_code: int | None = None
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    events: list[TaskEvent] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Allocation:
+    id: str = ""
+    name: str = ""  # job.group[index]
+    namespace: str = "default"
+    job_id: str = ""
+    job_version: int = 0
+    task_group: str = ""
+    index: int = 0
+    node_id: str = ""
+    eval_id: str = ""
+    resources: Resources = field(default_factory=Resources)
+    desired_status: str = DESIRED_RUN
+    desired_description: str = ""
+    client_status: str = ALLOC_PENDING
+    client_description: str = ""
+    task_states: dict[str, TaskState] = field(default_factory=dict)
+    previous_allocation: str = ""
+    create_time: float = 0.0
+    modify_time: float = 0.0
+    create_index: int = 0
+    modify_index: int = 0
+    alloc_modify_index: int = 0
+
+    def terminal(self) -> bool:
+        """Done for scheduling purposes: told to stop, or finished on the client."""
+        return self.desired_status != DESIRED_RUN or self.client_status in CLIENT_TERMINAL
+
+
+@dataclass(slots=True)
+class AllocPayload:
+    """What an agent receives for one allocation: the record and the job version it runs."""
+
+    alloc: Allocation = field(default_factory=Allocation)
+    job: Job = field(default_factory=Job)
+
+
+@dataclass(slots=True)
+class AllocUpdate:
+    """An agent's report of one allocation's progress."""
+
+    id: str = ""
+    client_status: str = ALLOC_PENDING
+    client_description: str = ""
+    task_states: dict[str, TaskState] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class DimensionCount:
+    name: str = ""
+    count: int = 0
+
+
+@dataclass(slots=True)
+class PlacementFailure:
+    """Why a task group could not be (fully) placed: Nomad's AllocMetric."""
+
+    task_group: str = ""
+    missing: int = 0  # how many allocations could not be placed
+    nodes_evaluated: int = 0
+    nodes_available: dict[str, int] = field(default_factory=dict)  # by datacenter
+    nodes_filtered: int = 0
+    constraint_filtered: dict[str, int] = field(default_factory=dict)
+    nodes_exhausted: int = 0
+    dimension_exhausted: dict[str, int] = field(default_factory=dict)
+
+    def explain(self) -> list[str]:
+        lines = [f"Task group {self.task_group!r}: {self.missing} allocation(s) not placed"]
+        if self.nodes_evaluated == 0:
+            lines.append("  No nodes were eligible for evaluation")
+        for why, n in sorted(self.constraint_filtered.items()):
+            lines.append(f"  Constraint {why} filtered {n} node(s)")
+        for dim, n in sorted(self.dimension_exhausted.items()):
+            lines.append(f"  Resources exhausted on {n} node(s): {dim}")
+        return lines
+
+
+@dataclass(slots=True)
+class Evaluation:
+    id: str = ""
+    namespace: str = "default"
+    job_id: str = ""
+    job_modify_index: int = 0
+    type: str = "service"
+    priority: int = 50
+    triggered_by: str = ""  # job-register, job-deregister, node-update, alloc-failure, ...
+    node_id: str = ""
+    status: str = EVAL_PENDING
+    status_description: str = ""
+    failed_tg_allocs: dict[str, PlacementFailure] = field(default_factory=dict)
+    blocked_eval: str = ""
+    previous_eval: str = ""
+    create_time: float = 0.0
+    modify_time: float = 0.0
+    create_index: int = 0
+    modify_index: int = 0
+
+
+@dataclass(slots=True)
+class JobSummary:
+    """Allocation counts per task group and client status."""
+
+    job_id: str = ""
+    groups: dict[str, dict[str, int]] = field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""Overlay networking between hosts (VXLAN, subnet leases, DNS, gossip)."""

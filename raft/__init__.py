@@ -1,0 +1,1 @@
+"""Replicated cluster state: the FSM, its tables, and the PySyncObj node that drives it."""

@@ -1,0 +1,34 @@
+"""Identifiers: random UUIDs, shown shortened, looked up by unique prefix (as Nomad does)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+
+from shoal.errors import Ambiguous, NotFound
+
+SHORT = 8
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def short(ident: str) -> str:
+    return ident[:SHORT]
+
+
+def resolve_prefix(prefix: str, candidates: Iterable[str], kind: str) -> str:
+    """Return the one candidate that starts with ``prefix``; raise a clear error otherwise."""
+    if not prefix:
+        raise NotFound(f"no {kind} id given")
+    matches = [c for c in candidates if c.startswith(prefix)]
+    if not matches:
+        raise NotFound(f"no {kind} matches {prefix!r}")
+    if len(matches) > 1:
+        exact = [m for m in matches if m == prefix]
+        if exact:
+            return exact[0]
+        shown = ", ".join(sorted(short(m) for m in matches)[:8])
+        raise Ambiguous(f"{kind} prefix {prefix!r} matches {len(matches)} ids ({shown}); give more characters")
+    return matches[0]

@@ -1,0 +1,1 @@
+"""gRPC transport carrying msgpack: generic handlers, a client, typed errors."""
