@@ -42,6 +42,7 @@ class Node:
     name: str = ""
     datacenter: str = "dc1"
     node_pool: str = "default"
+    node_class: str = ""  # ${node.class} in constraints; groups nodes of one kind
     address: str = ""  # the agent's RPC address (host:port)
     status: str = NODE_INIT
     eligible: bool = True
@@ -143,9 +144,13 @@ class PlacementFailure:
     constraint_filtered: dict[str, int] = field(default_factory=dict)
     nodes_exhausted: int = 0
     dimension_exhausted: dict[str, int] = field(default_factory=dict)
+    reason: str = ""  # set when the group was not evaluated at all (e.g. an unsupported job type)
 
     def explain(self) -> list[str]:
         lines = [f"Task group {self.task_group!r}: {self.missing} allocation(s) not placed"]
+        if self.reason:
+            lines.append(f"  {self.reason}")
+            return lines
         if self.nodes_evaluated == 0:
             lines.append("  No nodes were eligible for evaluation")
         for why, n in sorted(self.constraint_filtered.items()):
