@@ -77,7 +77,7 @@ def encode(obj: Any) -> bytes:
 
 
 def decode(data: bytes, tp: type[T] | None = None) -> Any:
-    plain = msgpack.unpackb(data, raw=False, strict_map_key=False, max_buffer_size=MAX_MESSAGE)
+    plain = msgpack.unpackb(data, raw=False, strict_map_key=False)
     return plain if tp is None else from_plain(tp, plain)
 
 

@@ -1,0 +1,239 @@
+"""The finite-state machine: ``apply(op, payload, index) -> result``.
+
+Pure and deterministic: everything random or time-dependent (ids, timestamps)
+arrives in the payload, chosen by the submitter. It never raises: PySyncObj
+would re-apply an entry whose method raised. Errors come back as values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from shoal import codec
+from shoal.jobs.model import Job
+from shoal.jobs.structs import ALLOC_PENDING, NODE_READY, Evaluation
+from shoal.raft import ops
+from shoal.raft.state import StateStore
+
+log = structlog.get_logger("shoal.raft.fsm")
+
+# Job fields the servers own; a resubmitted job whose other fields are equal is not a new version.
+SERVER_JOB_FIELDS = frozenset(
+    {"version", "status", "stop", "submit_time", "create_index", "modify_index", "job_modify_index"}
+)
+
+
+@dataclass(slots=True, frozen=True)
+class Change:
+    """One committed change, for blocking queries and the event stream."""
+
+    index: int
+    topic: str  # Job | Evaluation | Allocation | Node
+    type: str  # e.g. JobRegistered, AllocationUpdated
+    key: str
+    obj: Any = None
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    index: int
+    value: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+    changes: list[Change] = field(default_factory=list)
+
+
+def job_spec(job: Job) -> dict[str, Any]:
+    plain = codec.to_plain(job)
+    for k in SERVER_JOB_FIELDS:
+        plain.pop(k, None)
+    return plain
+
+
+class FSM:
+    def __init__(self, store: StateStore | None = None):
+        self.store = store or StateStore()
+        self.listeners: list[Callable[[ApplyResult], None]] = []
+        self._handlers: dict[str, Callable[[Any, int], ApplyResult]] = {
+            ops.JOB_REGISTER: self._job_register,
+            ops.JOB_DEREGISTER: self._job_deregister,
+            ops.NODE_REGISTER: self._node_register,
+            ops.NODE_STATUS: self._node_status,
+            ops.NODE_ELIGIBILITY: self._node_eligibility,
+            ops.EVAL_UPSERT: self._eval_upsert,
+            ops.PLAN_APPLY: self._plan_apply,
+            ops.ALLOC_CLIENT_UPDATE: self._alloc_client_update,
+        }
+
+    # --- entry point ---
+    def apply(self, op: str, payload: bytes) -> ApplyResult:
+        with self.store.lock:
+            index = self.store.index + 1
+            try:
+                if op == ops.NOOP:
+                    result = ApplyResult(index)
+                else:
+                    handler = self._handlers.get(op)
+                    if handler is None:
+                        result = ApplyResult(index, error=f"unknown operation {op!r}")
+                    else:
+                        result = handler(codec.decode(payload, ops.PAYLOADS[op]), index)
+                self.store.bump(index, {c.topic for c in result.changes} | {"_all"})
+            except Exception as exc:  # never raise into PySyncObj
+                log.error("fsm apply failed", op=op, index=index, error=repr(exc))
+                self.store.bump(index, {"_all"})
+                result = ApplyResult(index, error=f"internal error applying {op}: {exc}")
+        for listener in self.listeners:
+            try:
+                listener(result)
+            except Exception as exc:
+                log.error("fsm listener failed", error=repr(exc))
+        return result
+
+    # --- handlers ---
+    def _put_evals(self, evals: list[Evaluation], index: int, changes: list[Change]) -> None:
+        s = self.store
+        for ev in evals:
+            old = s.t.evals.get(ev.id)
+            ev.create_index = old.create_index if old else index
+            ev.modify_index = index
+            s.put_eval(ev)
+            changes.append(Change(index, "Evaluation", "EvaluationUpdated", ev.id, ev))
+
+    def _job_register(self, p: ops.JobRegister, index: int) -> ApplyResult:
+        s = self.store
+        job = p.job
+        old = s.t.jobs.get((job.namespace, job.id))
+        if old is None:
+            job.version, job.create_index, job.job_modify_index = 0, index, index
+        else:
+            job.create_index = old.create_index
+            if old.stop or job_spec(old) != job_spec(job):
+                job.version, job.job_modify_index = old.version + 1, index
+            else:
+                job.version, job.job_modify_index = old.version, old.job_modify_index
+        job.modify_index, job.stop, job.submit_time = index, False, p.now
+        job.status = "pending" if old is None else old.status
+        s.put_job(job)
+        changes = [Change(index, "Job", "JobRegistered", job.id, job)]
+        value: dict[str, Any] = {"job_modify_index": job.job_modify_index, "version": job.version}
+        if p.eval is not None:
+            p.eval.job_modify_index = job.job_modify_index
+            self._put_evals([p.eval], index, changes)
+            value["eval_id"] = p.eval.id
+        return ApplyResult(index, value, changes=changes)
+
+    def _job_deregister(self, p: ops.JobDeregister, index: int) -> ApplyResult:
+        s = self.store
+        old = s.t.jobs.get((p.namespace, p.job_id))
+        if old is None:
+            return ApplyResult(index, error=f"job {p.job_id!r} not found")
+        changes: list[Change] = []
+        if p.purge:
+            s.delete_job(p.namespace, p.job_id)
+            changes.append(Change(index, "Job", "JobDeregistered", p.job_id, None))
+        else:
+            job = dataclasses.replace(old, stop=True, modify_index=index, job_modify_index=index)
+            s.put_job(job)
+            changes.append(Change(index, "Job", "JobDeregistered", p.job_id, job))
+        value: dict[str, Any] = {}
+        if p.eval is not None:
+            p.eval.job_modify_index = index
+            self._put_evals([p.eval], index, changes)
+            value["eval_id"] = p.eval.id
+        return ApplyResult(index, value, changes=changes)
+
+    def _node_register(self, p: ops.NodeRegister, index: int) -> ApplyResult:
+        s = self.store
+        node = p.node
+        old = s.t.nodes.get(node.id)
+        node.create_index = old.create_index if old else index
+        node.modify_index = index
+        if old is not None:  # operator decisions survive a re-registration
+            node.eligible, node.drain = old.eligible, old.drain
+        node.status = NODE_READY
+        node.last_heartbeat = p.now
+        s.put_node(node)
+        changes = [Change(index, "Node", "NodeRegistration", node.id, node)]
+        self._put_evals(p.evals, index, changes)
+        return ApplyResult(index, {"node_modify_index": index}, changes=changes)
+
+    def _node_status(self, p: ops.NodeStatus, index: int) -> ApplyResult:
+        s = self.store
+        old = s.t.nodes.get(p.node_id)
+        if old is None:
+            return ApplyResult(index, error=f"node {p.node_id!r} not found")
+        node = dataclasses.replace(old, status=p.status, modify_index=index, last_heartbeat=p.now or old.last_heartbeat)
+        s.put_node(node)
+        changes = [Change(index, "Node", "NodeStatusUpdated", node.id, node)]
+        self._put_evals(p.evals, index, changes)
+        return ApplyResult(index, changes=changes)
+
+    def _node_eligibility(self, p: ops.NodeEligibility, index: int) -> ApplyResult:
+        s = self.store
+        old = s.t.nodes.get(p.node_id)
+        if old is None:
+            return ApplyResult(index, error=f"node {p.node_id!r} not found")
+        node = dataclasses.replace(old, eligible=p.eligible, drain=p.drain, modify_index=index)
+        s.put_node(node)
+        changes = [Change(index, "Node", "NodeEligibilityUpdated", node.id, node)]
+        self._put_evals(p.evals, index, changes)
+        return ApplyResult(index, changes=changes)
+
+    def _eval_upsert(self, p: ops.EvalUpsert, index: int) -> ApplyResult:
+        changes: list[Change] = []
+        self._put_evals(p.evals, index, changes)
+        return ApplyResult(index, changes=changes)
+
+    def _plan_apply(self, p: ops.PlanApply, index: int) -> ApplyResult:
+        s = self.store
+        changes: list[Change] = []
+        for stop in p.stops:
+            old = s.t.allocs.get(stop.id)
+            if old is None:
+                continue
+            alloc = dataclasses.replace(
+                old,
+                desired_status=stop.desired_status,
+                desired_description=stop.desired_description,
+                client_status=stop.client_status or old.client_status,
+                modify_index=index,
+                alloc_modify_index=index,
+                modify_time=p.now,
+            )
+            s.put_alloc(alloc)
+            changes.append(Change(index, "Allocation", "AllocationUpdated", alloc.id, alloc))
+        for alloc in p.allocs:
+            alloc.create_index = alloc.modify_index = alloc.alloc_modify_index = index
+            alloc.client_status = ALLOC_PENDING
+            alloc.create_time = alloc.modify_time = p.now
+            s.put_alloc(alloc)
+            changes.append(Change(index, "Allocation", "AllocationUpdated", alloc.id, alloc))
+        self._put_evals(p.evals, index, changes)
+        return ApplyResult(index, {"placed": len(p.allocs), "stopped": len(p.stops)}, changes=changes)
+
+    def _alloc_client_update(self, p: ops.AllocClientUpdate, index: int) -> ApplyResult:
+        s = self.store
+        changes: list[Change] = []
+        ignored = 0
+        for up in p.updates:
+            old = s.t.allocs.get(up.id)
+            if old is None or old.node_id != p.node_id:
+                ignored += 1
+                continue
+            alloc = dataclasses.replace(
+                old,
+                client_status=up.client_status,
+                client_description=up.client_description,
+                task_states=up.task_states,
+                modify_index=index,
+                modify_time=p.now,
+            )
+            s.put_alloc(alloc)
+            changes.append(Change(index, "Allocation", "AllocationUpdated", alloc.id, alloc))
+        self._put_evals(p.evals, index, changes)
+        return ApplyResult(index, {"updated": len(p.updates) - ignored, "ignored": ignored}, changes=changes)

@@ -1,0 +1,221 @@
+"""The Raft node: PySyncObj on its own thread driving the FSM, bridged to asyncio.
+
+PySyncObj settings follow what was measured on this kind of machine (see
+docs/architecture.md): no append batching (a synchronous write would wait a
+tick), a password (its wire format is pickle), a concrete bind address, our
+own msgpack+zlib snapshots (no fork), and a deadline on every write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import structlog
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+
+from shoal import codec
+from shoal.errors import NoLeader, ShoalError
+from shoal.raft.fsm import FSM
+
+log = structlog.get_logger("shoal.raft")
+
+SNAPSHOT_MAGIC = b"SHOALSNAP1"
+DEFAULT_WRITE_TIMEOUT = 10.0
+
+
+@dataclass(slots=True)
+class RaftConfig:
+    bind: str  # host:port this node listens on for Raft
+    peers: list[str]  # the other servers' Raft addresses
+    data_dir: Path
+    password: str = "shoal-dev"
+    min_timeout: float = 1.0
+    max_timeout: float = 2.5
+    leader_fallback_timeout: float = 2.0
+    compaction_min_entries: int = 20000
+    compaction_min_time: float = 60.0
+    dynamic_membership: bool = True
+
+
+class _Replica(SyncObj):
+    """The replicated object: one dispatching method keeps the journal stable."""
+
+    def __init__(self, fsm: FSM, bind: str, peers: list[str], conf: SyncObjConf):
+        self._shoal_fsm = fsm
+        super().__init__(bind, peers, conf)
+
+    @replicated
+    def apply(self, op: str, payload: bytes) -> tuple[int, dict[str, Any], str]:
+        r = self._shoal_fsm.apply(op, payload)
+        return r.index, r.value, r.error
+
+
+class RaftNode:
+    def __init__(self, cfg: RaftConfig, fsm: FSM, on_leadership: Callable[[bool], None] | None = None):
+        self.cfg = cfg
+        self.fsm = fsm
+        self._on_leadership = on_leadership
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._replica: _Replica | None = None
+        self._is_leader = False
+
+    # --- lifecycle ---
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        d = self.cfg.data_dir
+        d.mkdir(parents=True, exist_ok=True)
+        conf = SyncObjConf(
+            password=self.cfg.password,
+            bindAddress=self.cfg.bind,
+            journalFile=str(d / "raft.journal"),
+            fullDumpFile=str(d / "raft.snapshot"),
+            appendEntriesUseBatch=False,
+            raftMinTimeout=self.cfg.min_timeout,
+            raftMaxTimeout=self.cfg.max_timeout,
+            leaderFallbackTimeout=self.cfg.leader_fallback_timeout,
+            logCompactionMinEntries=self.cfg.compaction_min_entries,
+            logCompactionMinTime=self.cfg.compaction_min_time,
+            dynamicMembershipChange=self.cfg.dynamic_membership,
+            serializer=self._write_snapshot,
+            deserializer=self._read_snapshot,
+            onStateChanged=self._state_changed,
+            useFork=False,
+            # A lone node has no peer replies to wake its poller: commit happens on
+            # the next tick, so tick often (cheap: the poller sleeps in between).
+            autoTickPeriod=0.005 if not self.cfg.peers else 0.05,
+            connectionRetryTime=1.0,
+            connectionTimeout=max(3.5, self.cfg.max_timeout),
+        )
+        self._replica = _Replica(self.fsm, self.cfg.bind, list(self.cfg.peers), conf)
+        log.info("raft started", bind=self.cfg.bind, peers=self.cfg.peers, data_dir=str(d))
+
+    def stop(self) -> None:
+        if self._replica is not None:
+            self._replica.destroy()
+            self._replica = None
+
+    # --- state ---
+    @property
+    def is_leader(self) -> bool:
+        return self._replica is not None and self._replica._isLeader()
+
+    @property
+    def leader(self) -> str | None:
+        if self._replica is None:
+            return None
+        leader = self._replica._getLeader()
+        return None if leader is None else str(getattr(leader, "address", leader))
+
+    def status(self) -> dict[str, Any]:
+        if self._replica is None:
+            return {}
+        st = self._replica.getStatus()
+        return {k: (str(v) if not isinstance(v, (int, float, str, bool, type(None))) else v) for k, v in st.items()}
+
+    # --- writes ---
+    async def submit(self, op: str, payload: Any, timeout: float = DEFAULT_WRITE_TIMEOUT) -> tuple[int, dict[str, Any]]:
+        """Commit ``op`` through Raft; return (index, value) once a majority has it."""
+        assert self._replica is not None and self._loop is not None
+        loop = self._loop
+        fut: asyncio.Future[tuple[Any, int]] = loop.create_future()
+
+        def done(result: Any, err: int) -> None:
+            loop.call_soon_threadsafe(_resolve, fut, result, err)
+
+        self._replica.apply(op, codec.encode(payload), callback=done)
+        try:
+            result, err = await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise NoLeader(f"no cluster leader: the write was not committed within {timeout:g}s") from None
+        if err != FAIL_REASON.SUCCESS:
+            raise NoLeader(f"no cluster leader: write not committed ({_reason(err)}); retry")
+        index, value, error = result
+        if error:
+            raise ShoalError(error)
+        return index, value
+
+    async def barrier(self, timeout: float = DEFAULT_WRITE_TIMEOUT) -> int:
+        """Commit a no-op: every write acknowledged before it is now applied here."""
+        from shoal.raft.ops import NOOP
+
+        index, _ = await self.submit(NOOP, {}, timeout)
+        return index
+
+    # --- membership ---
+    async def add_peer(self, address: str, timeout: float = DEFAULT_WRITE_TIMEOUT) -> None:
+        await self._membership(self._replica.addNodeToCluster, address, timeout)
+
+    async def remove_peer(self, address: str, timeout: float = DEFAULT_WRITE_TIMEOUT) -> None:
+        await self._membership(self._replica.removeNodeFromCluster, address, timeout)
+
+    async def _membership(self, fn: Callable[..., None], address: str, timeout: float) -> None:
+        loop = self._loop
+        assert loop is not None
+        fut: asyncio.Future[tuple[Any, int]] = loop.create_future()
+        fn(address, callback=lambda r, e: loop.call_soon_threadsafe(_resolve, fut, r, e))
+        try:
+            _, err = await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise NoLeader(f"membership change of {address} not committed within {timeout:g}s") from None
+        if err != FAIL_REASON.SUCCESS:
+            raise ShoalError(f"membership change of {address} refused ({_reason(err)})")
+
+    def peers(self) -> list[dict[str, Any]]:
+        if self._replica is None:
+            return []
+        st = self._replica.getStatus()
+        leader = str(st.get("leader")) if st.get("leader") is not None else None
+        out = [{"address": self.cfg.bind, "leader": leader == self.cfg.bind, "self": True, "connected": True}]
+        for k, v in st.items():
+            if k.startswith("partner_node_status_server_"):
+                addr = k.removeprefix("partner_node_status_server_")
+                out.append({"address": addr, "leader": leader == addr, "self": False, "connected": v == 2})
+        return sorted(out, key=lambda p: p["address"])
+
+    # --- callbacks from the Raft thread ---
+    def _state_changed(self, old: int, new: int) -> None:
+        leader = new == 2
+        if leader == self._is_leader:
+            return
+        self._is_leader = leader
+        log.info("raft leadership changed", leader=leader, bind=self.cfg.bind)
+        if self._on_leadership is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._on_leadership, leader)
+
+    def _write_snapshot(self, filename: str, raft_data: Any) -> None:
+        body = msgpack.packb(
+            {"state": self.fsm.store.dump(), "raft": pickle.dumps(raft_data)}, use_bin_type=True
+        )
+        with open(filename, "wb") as f:
+            f.write(SNAPSHOT_MAGIC + zlib.compress(body, 1))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _read_snapshot(self, filename: str) -> Any:
+        with open(filename, "rb") as f:
+            data = f.read()
+        if not data.startswith(SNAPSHOT_MAGIC):
+            raise ValueError(f"{filename}: not a shoal snapshot")
+        body = msgpack.unpackb(zlib.decompress(data[len(SNAPSHOT_MAGIC):]), raw=False, strict_map_key=False)
+        self.fsm.store.load(body["state"])
+        return pickle.loads(body["raft"])
+
+
+def _resolve(fut: asyncio.Future, result: Any, err: int) -> None:
+    if not fut.done():
+        fut.set_result((result, err))
+
+
+def _reason(err: int) -> str:
+    for name in ("QUEUE_FULL", "MISSING_LEADER", "DISCARDED", "NOT_LEADER", "LEADER_CHANGED", "REQUEST_DENIED", "UNKNOWN_OUTCOME"):
+        if getattr(FAIL_REASON, name, None) == err:
+            return name.lower().replace("_", " ")
+    return f"error {err}"

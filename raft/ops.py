@@ -1,0 +1,105 @@
+"""Raft commands: one named constant and one payload type per operation.
+
+Every replicated write is ``(op, msgpack payload)``; the FSM dispatches on the
+name, so adding an operation never renumbers the journal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from shoal.jobs.model import Job
+from shoal.jobs.structs import AllocUpdate, Allocation, Evaluation, Node
+
+JOB_REGISTER = "job.register"
+JOB_DEREGISTER = "job.deregister"
+NODE_REGISTER = "node.register"
+NODE_STATUS = "node.status"
+NODE_ELIGIBILITY = "node.eligibility"
+EVAL_UPSERT = "eval.upsert"
+PLAN_APPLY = "plan.apply"
+ALLOC_CLIENT_UPDATE = "alloc.client_update"
+NOOP = "noop"
+
+
+@dataclass(slots=True)
+class JobRegister:
+    job: Job = field(default_factory=Job)
+    eval: Evaluation | None = None
+    now: float = 0.0
+
+
+@dataclass(slots=True)
+class JobDeregister:
+    namespace: str = "default"
+    job_id: str = ""
+    purge: bool = False
+    eval: Evaluation | None = None
+    now: float = 0.0
+
+
+@dataclass(slots=True)
+class NodeRegister:
+    node: Node = field(default_factory=Node)
+    evals: list[Evaluation] = field(default_factory=list)
+    now: float = 0.0
+
+
+@dataclass(slots=True)
+class NodeStatus:
+    node_id: str = ""
+    status: str = ""
+    evals: list[Evaluation] = field(default_factory=list)
+    now: float = 0.0
+
+
+@dataclass(slots=True)
+class NodeEligibility:
+    node_id: str = ""
+    eligible: bool = True
+    drain: bool = False
+    evals: list[Evaluation] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class EvalUpsert:
+    evals: list[Evaluation] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class AllocStop:
+    id: str = ""
+    desired_status: str = "stop"
+    desired_description: str = ""
+    client_status: str = ""  # set to "lost" when the node is gone; empty = unchanged
+
+
+@dataclass(slots=True)
+class PlanApply:
+    eval_id: str = ""
+    namespace: str = "default"
+    job_id: str = ""
+    allocs: list[Allocation] = field(default_factory=list)
+    stops: list[AllocStop] = field(default_factory=list)
+    evals: list[Evaluation] = field(default_factory=list)  # the evaluation's new status, plus follow-ups
+    now: float = 0.0
+
+
+@dataclass(slots=True)
+class AllocClientUpdate:
+    node_id: str = ""
+    updates: list[AllocUpdate] = field(default_factory=list)
+    evals: list[Evaluation] = field(default_factory=list)
+    now: float = 0.0
+
+
+PAYLOADS: dict[str, type] = {
+    JOB_REGISTER: JobRegister,
+    JOB_DEREGISTER: JobDeregister,
+    NODE_REGISTER: NodeRegister,
+    NODE_STATUS: NodeStatus,
+    NODE_ELIGIBILITY: NodeEligibility,
+    EVAL_UPSERT: EvalUpsert,
+    PLAN_APPLY: PlanApply,
+    ALLOC_CLIENT_UPDATE: AllocClientUpdate,
+}

@@ -1,0 +1,143 @@
+"""What only the leader does: the evaluation broker, scheduler workers, the plan
+applier and node heartbeat timers. Started on gaining leadership, stopped on
+losing it, and rebuilt from the replicated state each time, so an evaluation in
+flight when a leader dies is picked up by the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import structlog
+
+from shoal.ids import new_id
+from shoal.jobs.structs import EVAL_PENDING, NODE_DOWN, NODE_READY, Evaluation
+from shoal.raft import ops
+from shoal.raft.fsm import Change
+from shoal.raft.node import RaftNode
+from shoal.raft.state import StateSnapshot, StateStore
+from shoal.server.broker import EvalBroker
+from shoal.server.plan_apply import PlanApplier
+from shoal.server.watch import StateWatch
+from shoal.server.worker import Worker
+
+log = structlog.get_logger("shoal.server.leader")
+
+
+def node_evals(snap: StateSnapshot, node_id: str, triggered_by: str, now: float) -> list[Evaluation]:
+    """One evaluation per job with live allocations on ``node_id``."""
+    jobs: dict[tuple[str, str], Evaluation] = {}
+    for a in snap.allocs_by_node(node_id):
+        if a.terminal() or (a.namespace, a.job_id) in jobs:
+            continue
+        job = snap.job(a.namespace, a.job_id)
+        jobs[(a.namespace, a.job_id)] = Evaluation(
+            id=new_id(),
+            namespace=a.namespace,
+            job_id=a.job_id,
+            type=job.type if job else "service",
+            priority=job.priority if job else 50,
+            triggered_by=triggered_by,
+            node_id=node_id,
+            status=EVAL_PENDING,
+            create_time=now,
+            modify_time=now,
+        )
+    return list(jobs.values())
+
+
+class LeaderDuties:
+    def __init__(self, store: StateStore, raft: RaftNode, watch: StateWatch, *, workers: int, heartbeat_ttl: float):
+        self.store = store
+        self.raft = raft
+        self.watch = watch
+        self.num_workers = workers
+        self.heartbeat_ttl = heartbeat_ttl
+        self.broker = EvalBroker()
+        self.planner = PlanApplier(store, raft)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._unsubscribe = None
+        self.running = False
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.running = True
+        self.broker = EvalBroker()
+        self._unsubscribe = self.watch.subscribe(self._on_changes)
+        # Everything applied before we became leader: wait for it, then rebuild from it.
+        try:
+            await self.raft.barrier()
+        except Exception as exc:
+            log.warning("leader barrier failed", error=str(exc))
+        with self.store.reader() as s:
+            pending = [e for e in s.evals() if e.status == EVAL_PENDING]
+            ready = [n.id for n in s.nodes() if n.status == NODE_READY]
+        for ev in sorted(pending, key=lambda e: e.create_index):
+            self.broker.enqueue(ev)
+        for node_id in ready:  # a grace period: every node gets a full TTL to reach us
+            self._arm(node_id)
+        for i in range(self.num_workers):
+            w = Worker(f"worker-{i}", self.store, self.raft, self.broker, self.planner)
+            self._tasks.append(loop.create_task(w.run(), name=f"shoal-{w.name}"))
+        log.info("leader duties started", pending_evals=len(pending), nodes=len(ready))
+
+    async def stop(self) -> None:
+        self.running = False
+        if self._unsubscribe:
+            self._unsubscribe()
+            self._unsubscribe = None
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks.clear()
+        for h in self._timers.values():
+            h.cancel()
+        self._timers.clear()
+        self.broker.clear()
+        log.info("leader duties stopped")
+
+    # --- evaluations fed by committed changes ---
+    def _on_changes(self, changes: list[Change]) -> None:
+        for c in changes:
+            if c.topic == "Evaluation" and c.obj is not None and c.obj.status == EVAL_PENDING:
+                self.broker.enqueue(c.obj)
+            elif c.topic == "Node" and c.obj is not None and c.obj.status == NODE_READY and c.key not in self._timers:
+                self._arm(c.key)
+
+    # --- heartbeats ---
+    def heartbeat(self, node_id: str) -> float:
+        self._arm(node_id)
+        return self.heartbeat_ttl
+
+    def _arm(self, node_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        old = self._timers.pop(node_id, None)
+        if old is not None:
+            old.cancel()
+        self._timers[node_id] = loop.call_later(self.heartbeat_ttl, self._expired, node_id)
+
+    def _expired(self, node_id: str) -> None:
+        self._timers.pop(node_id, None)
+        if self.running:
+            t = asyncio.get_running_loop().create_task(self._mark_down(node_id))
+            self._tasks.append(t)
+            t.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+
+    async def _mark_down(self, node_id: str) -> None:
+        now = time.time()
+        with self.store.reader() as s:
+            node = s.node(node_id)
+            if node is None or node.status == NODE_DOWN:
+                return
+            evals = node_evals(s, node_id, "node-update", now)
+        log.warning("node missed its heartbeat: marking it down", node_id=node_id, evals=len(evals))
+        try:
+            await self.raft.submit(ops.NODE_STATUS, ops.NodeStatus(node_id=node_id, status=NODE_DOWN, evals=evals, now=now))
+        except Exception as exc:
+            log.warning("could not mark node down", node_id=node_id, error=str(exc))

@@ -1,0 +1,115 @@
+"""``shoal agent``: run a server, a client, or both (``--dev``) in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import signal
+import tempfile
+from pathlib import Path
+
+import structlog
+
+from shoal.config import DEFAULT_ADDRESS, DEFAULT_RAFT_PORT, ClientConfig, ServerConfig
+from shoal.errors import UsageError
+from shoal.log import configure
+
+log = structlog.get_logger("shoal.agent.cmd")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("agent", help="run a shoal server and/or client agent")
+    mode = p.add_argument_group("mode")
+    mode.add_argument("--dev", "-dev", action="store_true", help="server and client in one process, temporary state")
+    mode.add_argument("--server", "-server", action="store_true", help="run a server")
+    mode.add_argument("--client", "-client", action="store_true", help="run a client (runs allocations)")
+    p.add_argument("--data-dir", "-data-dir", type=Path, help="state directory (dev: a temporary one)")
+    p.add_argument("--bind", "-bind", default=None, help=f"server API address (default {DEFAULT_ADDRESS})")
+    p.add_argument("--raft-bind", default=None, help="server Raft address (default: the API host, port 4647)")
+    p.add_argument("--join", "-join", default="", help="comma-separated Raft addresses of the other servers")
+    p.add_argument("--bootstrap-expect", "-bootstrap-expect", type=int, default=1)
+    p.add_argument("--servers", "-servers", default="", help="comma-separated server API addresses (client)")
+    p.add_argument("--client-bind", default="127.0.0.1:0", help="the client's own API address (logs)")
+    p.add_argument("--node-name", "-node", default="", help="this node's name (default: hostname)")
+    p.add_argument("--datacenter", "-dc", default="dc1")
+    p.add_argument("--image-dir", type=Path, default=Path("/var/lib/shoal/images"), help="local OCI image layout")
+    p.add_argument("--raw-exec", action="store_true", help="enable the raw_exec driver (no isolation)")
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--log-json", action="store_true", default=None, help="JSON logs (default when not on a terminal)")
+    p.set_defaults(func=cmd_agent)
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    if not (args.dev or args.server or args.client):
+        raise UsageError("shoal agent: choose --dev, --server and/or --client")
+    configure(level=args.log_level, json=args.log_json)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    return asyncio.run(run_agent(args))
+
+
+async def run_agent(args: argparse.Namespace) -> int:
+    from shoal.agent.agent import Agent
+    from shoal.server.server import Server
+
+    temp = None
+    data_dir = args.data_dir
+    if data_dir is None:
+        if not args.dev:
+            raise UsageError("shoal agent: --data-dir is required outside dev mode")
+        temp = data_dir = Path(tempfile.mkdtemp(prefix="shoal-dev-"))
+    data_dir = data_dir.resolve()
+    api = args.bind or DEFAULT_ADDRESS
+    server = client = None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        if args.dev or args.server:
+            host = api.rsplit(":", 1)[0]
+            raft = args.raft_bind or f"{host}:{DEFAULT_RAFT_PORT if api == DEFAULT_ADDRESS else int(api.rsplit(':', 1)[1]) + 1}"
+            peers = [p for p in args.join.split(",") if p and p != raft]
+            server = Server(
+                ServerConfig(
+                    data_dir=data_dir / "server",
+                    rpc_bind=api,
+                    raft_bind=raft,
+                    raft_peers=peers,
+                    bootstrap_expect=args.bootstrap_expect,
+                    raft_min_timeout=0.3 if args.dev else 1.0,
+                    raft_max_timeout=0.6 if args.dev else 2.5,
+                )
+            )
+            await server.start()
+        if args.dev or args.client:
+            servers = [s for s in args.servers.split(",") if s] or [api]
+            client = Agent(
+                ClientConfig(
+                    data_dir=data_dir / "client",
+                    servers=servers,
+                    rpc_bind=args.client_bind,
+                    node_name=args.node_name,
+                    datacenter=args.datacenter,
+                    image_dir=args.image_dir,
+                    raw_exec=args.raw_exec or args.dev,
+                    destroy_on_shutdown=args.dev,
+                )
+            )
+            await client.start()
+        log.info("shoal agent running", dev=args.dev, api=api, data_dir=str(data_dir))
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        if client is not None:
+            await client.stop()
+        if server is not None:
+            await server.stop()
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
+    return 0

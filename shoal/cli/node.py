@@ -1,0 +1,59 @@
+"""``shoal node``: status."""
+
+from __future__ import annotations
+
+import argparse
+
+from shoal.cli.common import add_address, add_json, client
+from shoal.cli.output import fields, out, print_json, short, table
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("node", help="inspect client nodes")
+    nsub = p.add_subparsers(dest="verb", metavar="<verb>", parser_class=type(p))
+    q = nsub.add_parser("status", help="list nodes, or show one")
+    q.add_argument("node", nargs="?")
+    add_address(q)
+    add_json(q)
+    q.set_defaults(func=cmd_status)
+
+
+async def cmd_status(args: argparse.Namespace) -> int:
+    async with client(args) as c:
+        if args.node:
+            r = await c.call("Node.Get", {"node_id": args.node})
+            if args.json:
+                print_json(r)
+                return 0
+            n = r["node"]
+            res = n["resources"]
+            fields(
+                [
+                    ("ID", n["id"]), ("Name", n["name"]), ("Datacenter", n["datacenter"]), ("Pool", n["node_pool"]),
+                    ("Status", n["status"]), ("Eligibility", "eligible" if n["eligible"] else "ineligible"),
+                    ("Drain", n["drain"]), ("Address", n["address"]), ("Drivers", ",".join(n["drivers"])),
+                    ("CPU", f'{res["cpu"]} MHz ({res["cores"]} cores)'), ("Memory", f'{res["memory"]} MB'),
+                ]
+            )
+            out.print("\n[bold]Attributes[/]")
+            fields(sorted(n["attributes"].items()))
+            out.print("\n[bold]Allocations[/]")
+            table(["ID", "Job", "Task Group", "Desired", "Status"],
+                  [(short(a["id"]), a["job_id"], a["task_group"], a["desired_status"], a["client_status"]) for a in r["allocations"]])
+            return 0
+        r = await c.call("Node.List", {})
+    if args.json:
+        print_json(r["nodes"])
+        return 0
+    if not r["nodes"]:
+        out.print("No nodes registered")
+        return 0
+    table(
+        ["ID", "Name", "DC", "Pool", "Drivers", "Eligibility", "Status", "Allocs"],
+        [
+            (short(n["id"]), n["name"], n["datacenter"], n["node_pool"], ",".join(n["drivers"]),
+             "eligible" if n["eligible"] else "ineligible", n["status"], n["running_allocs"])
+            for n in r["nodes"]
+        ],
+    )
+    return 0

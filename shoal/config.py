@@ -1,0 +1,48 @@
+"""Agent configuration: what ``shoal agent`` runs (a server, a client, or both in dev mode)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_API_PORT = 4646
+DEFAULT_RAFT_PORT = 4647
+DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_API_PORT}"
+ADDRESS_ENV = "SHOAL_ADDR"
+
+
+def cli_address(flag: str | None) -> str:
+    """The API address the CLI talks to: --address, then $SHOAL_ADDR, then the dev default."""
+    return flag or os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS
+
+
+@dataclass(slots=True)
+class ServerConfig:
+    data_dir: Path
+    rpc_bind: str = DEFAULT_ADDRESS
+    raft_bind: str = f"127.0.0.1:{DEFAULT_RAFT_PORT}"
+    raft_peers: list[str] = field(default_factory=list)
+    raft_password: str = "shoal-dev"
+    bootstrap_expect: int = 1
+    workers: int = 2
+    heartbeat_ttl: float = 5.0
+    raft_min_timeout: float = 1.0
+    raft_max_timeout: float = 2.5
+
+
+@dataclass(slots=True)
+class ClientConfig:
+    data_dir: Path
+    servers: list[str] = field(default_factory=lambda: [DEFAULT_ADDRESS])
+    rpc_bind: str = "127.0.0.1:0"  # the agent's own API (logs); port 0 picks one
+    node_name: str = ""
+    datacenter: str = "dc1"
+    node_pool: str = "default"
+    image_dir: Path = Path("/var/lib/shoal/images")
+    raw_exec: bool = False
+    runc_root: str | None = None
+    reserved_cpu: int = 0
+    reserved_memory: int = 0
+    meta: dict[str, str] = field(default_factory=dict)
+    destroy_on_shutdown: bool = False  # dev mode: stop every allocation when the agent exits
