@@ -1,0 +1,124 @@
+"""Real shoal processes for end-to-end tests: start, wait for, run the CLI against, tear down."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SHOAL = str(Path(sys.executable).parent / "shoal")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build_busybox_rootfs(dest: Path) -> Path:
+    for d in ("bin", "etc", "proc", "sys", "dev", "tmp", "root"):
+        (dest / d).mkdir(parents=True, exist_ok=True)
+    shutil.copy2("/bin/busybox", dest / "bin" / "busybox")
+    subprocess.run(["chroot", str(dest), "/bin/busybox", "--install", "-s", "/bin"], check=True)
+    (dest / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")
+    (dest / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
+    return dest
+
+
+def wait_for(cond, timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = cond()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self):
+        return json.loads(self.out)
+
+
+@dataclass
+class DevAgent:
+    """``shoal agent --dev`` as a subprocess with its own ports and directories."""
+
+    root: Path
+    image_dir: Path
+    api_port: int = field(default_factory=free_port)
+    raft_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.api_port}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    def start(self, *extra: str) -> DevAgent:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.log = open(self.root / "agent.log", "wb")
+        self.proc = subprocess.Popen(
+            [SHOAL, "agent", "--dev", "--bind", self.address, "--raft-bind", f"127.0.0.1:{self.raft_port}",
+             "--data-dir", str(self.data_dir), "--image-dir", str(self.image_dir), "--log-json", *extra],
+            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        wait_for(self._ready, 30, "the dev agent's node to be ready")
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"dev agent exited with {self.proc.returncode}:\n{self.logs()}")
+        r = self.cli("node", "status", "--json")
+        return r.code == 0 and any(n["status"] == "ready" for n in json.loads(r.out))
+
+    def cli(self, *args: str, timeout: float = 120) -> Result:
+        env = {**os.environ, "SHOAL_ADDR": self.address}
+        p = subprocess.run([SHOAL, *args], capture_output=True, text=True, env=env, timeout=timeout)
+        return Result(p.returncode, p.stdout, p.stderr)
+
+    def logs(self) -> str:
+        return (self.root / "agent.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        """SIGTERM (dev mode stops every allocation), then make sure nothing of ours is left."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        cleanup_allocs(self.data_dir / "client" / "allocs")
+
+
+def cleanup_allocs(allocs_dir: Path) -> None:
+    """Last-resort cleanup of what a dead agent may have left: our containers and mounts only."""
+    if not allocs_dir.is_dir():
+        return
+    ids = {p.name for p in allocs_dir.iterdir()}
+    listed = subprocess.run(["runc", "list", "-q"], capture_output=True, text=True).stdout.split()
+    for cid in listed:
+        if any(cid.startswith(f"shoal-{i}") for i in ids):
+            subprocess.run(["runc", "delete", "--force", cid], capture_output=True)
+    for line in Path("/proc/mounts").read_text().splitlines():
+        target = line.split()[1]
+        if target.startswith(str(allocs_dir)):
+            subprocess.run(["umount", "-l", target], capture_output=True)
