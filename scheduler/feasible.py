@@ -1,0 +1,508 @@
+"""Feasibility: may this task group run on this node at all, resources aside?
+
+Each checker is a small object with a ``name`` (the key placement-failure metrics
+count filtered nodes under, in Nomad's words) and ``feasible(node) -> bool``.
+
+* Node-level checkers a job applies to every group (:class:`NodeStatusChecker`,
+  :class:`DatacenterChecker`, :class:`NodePoolChecker`) are run once per
+  scheduler run over the whole cluster, in :func:`base_nodes`.
+* :class:`GroupFeasibility` (Nomad's FeasibilityWrapper) runs the rest for one
+  task group: drivers, the job's, group's and tasks' constraints and the
+  plan-dependent ``distinct_hosts``/``distinct_property`` checks. Constraint
+  results are cached per *computed class*: the tuple of node values the group's
+  constraints read. Nodes that agree on those values agree on the outcome, so
+  a 5,000 node cluster costs one evaluation per distinct class, not per node.
+  Constraints on ``unique.`` targets escape the cache (every node differs).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Protocol
+
+from shoal.jobs.model import Constraint, Job, TaskGroup
+from shoal.jobs.structs import NODE_READY, Node
+from shoal.scheduler.versions import version_matches
+
+DISTINCT_HOSTS = "distinct_hosts"
+DISTINCT_PROPERTY = "distinct_property"
+PLAN_OPERATORS = (DISTINCT_HOSTS, DISTINCT_PROPERTY)
+
+FILTER_NOT_READY = "node not ready"
+FILTER_INELIGIBLE = "node ineligible"
+FILTER_DRAINING = "node draining"
+FILTER_MISSING_DRIVERS = "missing drivers"
+
+ALL_POOLS = "all"
+
+# A resolved target: the node's value, or None when the node does not have it.
+Value = str | None
+Resolver = Callable[[Node], Value]
+
+
+class FeasibilityChecker(Protocol):
+    name: str
+
+    def feasible(self, node: Node) -> bool: ...
+
+
+# -- targets ------------------------------------------------------------------
+
+
+def _literal(text: str) -> Resolver:
+    return lambda node: text
+
+
+def _node_field(getter: Callable[[Node], str]) -> Resolver:
+    return getter
+
+
+def _dict_key(which: str, key: str) -> Resolver:
+    if which == "attr":
+        return lambda node: node.attributes.get(key)
+    return lambda node: node.meta.get(key)
+
+
+_NODE_FIELDS: dict[str, Callable[[Node], str]] = {
+    "node.unique.id": lambda n: n.id,
+    "node.unique.name": lambda n: n.name,
+    "node.datacenter": lambda n: n.datacenter,
+    "node.class": lambda n: n.node_class,
+    "node.pool": lambda n: n.node_pool,
+}
+
+
+def _missing(node: Node) -> Value:
+    return None
+
+
+@lru_cache(maxsize=1024)
+def resolver(target: str) -> Resolver:
+    """Compile a constraint target: ``${attr.kernel.name}``, ``${node.datacenter}``,
+    ``${meta.rack}``, ... or a literal. Unknown ``${...}`` targets resolve to None."""
+    t = target.strip()
+    if not (t.startswith("${") and t.endswith("}")):
+        return _literal(target)
+    inner = t[2:-1].strip()
+    if inner in _NODE_FIELDS:
+        return _node_field(_NODE_FIELDS[inner])
+    for prefix, which in (("attr.", "attr"), ("meta.", "meta")):
+        if inner.startswith(prefix) and len(inner) > len(prefix):
+            return _dict_key(which, inner[len(prefix):])
+    return _missing
+
+
+def resolve_target(target: str, node: Node) -> Value:
+    return resolver(target)(node)
+
+
+def is_unique_target(target: str) -> bool:
+    """Targets that differ on every node (``${node.unique.id}``, ``${attr.unique.hostname}``)."""
+    t = target.strip()
+    return t.startswith("${") and ("unique." in t)
+
+
+# -- operators ----------------------------------------------------------------
+
+
+def _as_number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _ordered(op: str, lval: str, rval: str) -> bool:
+    ln, rn = _as_number(lval), _as_number(rval)
+    if ln is not None and rn is not None:
+        a: float | str = ln
+        b: float | str = rn
+    else:
+        a, b = lval, rval
+    if op == "<":
+        return a < b  # type: ignore[operator]
+    if op == "<=":
+        return a <= b  # type: ignore[operator]
+    if op == ">":
+        return a > b  # type: ignore[operator]
+    return a >= b  # type: ignore[operator]
+
+
+@lru_cache(maxsize=1024)
+def _regexp(pattern: str) -> re.Pattern[str] | None:
+    try:
+        return re.compile(pattern)
+    except re.error:
+        return None
+
+
+def _set(text: str) -> set[str]:
+    return {p.strip() for p in text.split(",") if p.strip()}
+
+
+def check_operator(operator: str, lval: Value, rval: Value) -> bool:
+    """Nomad's checkConstraint. ``lval``/``rval`` are None when the target is not set.
+
+    Unknown operators never match: an unsupported constraint must not be ignored.
+    """
+    if operator in ("=", "==", "is"):
+        return lval is not None and rval is not None and lval == rval
+    if operator in ("!=", "not"):
+        return lval != rval
+    if operator == "is_set":
+        return lval is not None
+    if operator == "is_not_set":
+        return lval is None
+    if lval is None or rval is None:
+        return False
+    if operator in ("<", "<=", ">", ">="):
+        return _ordered(operator, lval, rval)
+    if operator == "regexp":
+        rx = _regexp(rval)
+        return rx is not None and rx.search(lval) is not None
+    if operator in ("set_contains", "set_contains_all"):
+        return _set(rval) <= _set(lval)
+    if operator == "set_contains_any":
+        return not _set(rval).isdisjoint(_set(lval))
+    if operator == "version":
+        return version_matches(lval, rval)
+    if operator == "semver":
+        return version_matches(lval, rval, semver=True)
+    return False
+
+
+def constraint_name(c: Constraint) -> str:
+    """Nomad's Constraint.String(): ``${attr.kernel.name} = linux``."""
+    return f"{c.attribute} {c.operator} {c.value}".strip()
+
+
+# -- node-level checkers --------------------------------------------------------
+
+
+@dataclass(slots=True)
+class NodeStatusChecker:
+    """Ready, eligible for scheduling and not draining; names say which one failed."""
+
+    name: str = "node status"
+
+    def reason(self, node: Node) -> str | None:
+        if node.status != NODE_READY:
+            return FILTER_NOT_READY
+        if not node.eligible:
+            return FILTER_INELIGIBLE
+        if node.drain:
+            return FILTER_DRAINING
+        return None
+
+    def feasible(self, node: Node) -> bool:
+        return self.reason(node) is None
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    return re.compile("^" + ".*".join(re.escape(p) for p in pattern.split("*")) + "$")
+
+
+@dataclass(slots=True)
+class DatacenterChecker:
+    """``job.datacenters``, where ``*`` matches any run of characters."""
+
+    datacenters: Sequence[str]
+    name: str = ""
+    _exact: frozenset[str] = field(default=frozenset(), init=False, repr=False)
+    _globs: tuple[re.Pattern[str], ...] = field(default=(), init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.name = f"datacenter not in [{', '.join(self.datacenters)}]"
+        self._exact = frozenset(d for d in self.datacenters if "*" not in d)
+        self._globs = tuple(_glob(d) for d in self.datacenters if "*" in d)
+
+    def feasible(self, node: Node) -> bool:
+        dc = node.datacenter
+        return dc in self._exact or any(g.match(dc) for g in self._globs)
+
+
+@dataclass(slots=True)
+class NodePoolChecker:
+    """``job.node_pool``; the pool ``all`` takes every node."""
+
+    pool: str
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.name = f"node pool not {self.pool}"
+
+    def feasible(self, node: Node) -> bool:
+        return self.pool == ALL_POOLS or node.node_pool == self.pool
+
+
+@dataclass(slots=True)
+class DriverChecker:
+    """Every task's driver is one the node's agent advertises (``docker``, ``exec``, ...)."""
+
+    drivers: frozenset[str]
+    name: str = FILTER_MISSING_DRIVERS
+
+    def feasible(self, node: Node) -> bool:
+        have = node.drivers
+        return all(d in have for d in self.drivers)
+
+
+@dataclass(slots=True)
+class ConstraintChecker:
+    """One attribute constraint: both sides are resolved against the node."""
+
+    constraint: Constraint
+    name: str = ""
+    _left: Resolver = field(default=_missing, init=False, repr=False)
+    _right: Resolver = field(default=_missing, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.name = constraint_name(self.constraint)
+        self._left = resolver(self.constraint.attribute)
+        self._right = resolver(self.constraint.value)
+
+    def feasible(self, node: Node) -> bool:
+        return check_operator(self.constraint.operator, self._left(node), self._right(node))
+
+
+# -- plan-dependent checkers -----------------------------------------------------
+
+
+class ProposedAllocs(Protocol):
+    """The plan in progress: live allocations of the job per node, after this plan."""
+
+    def job_count(self, node_id: str) -> int: ...
+
+    def group_count(self, node_id: str, group: str) -> int: ...
+
+
+def _truthy(value: str) -> bool:
+    return value.strip().lower() not in ("false", "0", "no")
+
+
+@dataclass(slots=True)
+class DistinctHostsChecker:
+    """No two allocations of the job (``group=None``) or of one group on a node."""
+
+    proposed: ProposedAllocs
+    group: str | None = None
+    name: str = DISTINCT_HOSTS
+
+    def feasible(self, node: Node) -> bool:
+        if self.group is None:
+            return self.proposed.job_count(node.id) == 0
+        return self.proposed.group_count(node.id, self.group) == 0
+
+
+@dataclass(slots=True)
+class DistinctPropertyChecker:
+    """At most ``limit`` allocations of the job (or group) per value of a node property.
+
+    ``counts`` is kept by the scheduler as it places and stops allocations
+    (:meth:`add`/:meth:`remove`); a node without the property is infeasible.
+    """
+
+    attribute: str
+    limit: int = 1
+    group: str | None = None  # None: counts the whole job
+    counts: dict[str, int] = field(default_factory=dict)
+    name: str = ""
+    _value: Resolver = field(default=_missing, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.name = f"{DISTINCT_PROPERTY} {self.attribute}"
+        self._value = resolver(self.attribute)
+
+    @classmethod
+    def from_constraint(cls, c: Constraint, group: str | None) -> DistinctPropertyChecker:
+        try:
+            limit = int(c.value) if c.value.strip() else 1
+        except ValueError:
+            limit = 1
+        return cls(attribute=c.attribute, limit=max(limit, 1), group=group)
+
+    def applies_to(self, group: str) -> bool:
+        return self.group is None or self.group == group
+
+    def value(self, node: Node) -> Value:
+        return self._value(node)
+
+    def add(self, node: Node | None, delta: int = 1) -> None:
+        if node is None:
+            return
+        v = self._value(node)
+        if v is not None:
+            self.counts[v] = self.counts.get(v, 0) + delta
+
+    def remove(self, node: Node | None) -> None:
+        self.add(node, -1)
+
+    def feasible(self, node: Node) -> bool:
+        v = self._value(node)
+        return v is not None and self.counts.get(v, 0) < self.limit
+
+
+# -- whole-run node filter ---------------------------------------------------------
+
+
+@dataclass(slots=True)
+class BaseNodes:
+    """The nodes a job may use at all, and why the others were left out."""
+
+    nodes: list[Node]
+    filtered: dict[str, int]  # checker name -> nodes
+    evaluated: int  # all nodes looked at
+    available: dict[str, int]  # nodes that passed, by datacenter (Nomad's NodesAvailable)
+
+    @property
+    def filtered_count(self) -> int:
+        return sum(self.filtered.values())
+
+
+def base_nodes(job: Job, nodes: Iterable[Node]) -> BaseNodes:
+    """Run the job-wide node checkers once over the cluster (Nomad's readyNodesInDCs)."""
+    status = NodeStatusChecker()
+    dcs = DatacenterChecker(job.datacenters)
+    pool = NodePoolChecker(job.node_pool)
+    keep: list[Node] = []
+    filtered: dict[str, int] = {}
+    available: dict[str, int] = {}
+    evaluated = 0
+    for node in nodes:
+        evaluated += 1
+        why = status.reason(node)
+        if why is None:
+            if not dcs.feasible(node):
+                why = dcs.name
+            elif not pool.feasible(node):
+                why = pool.name
+        if why is not None:
+            filtered[why] = filtered.get(why, 0) + 1
+            continue
+        keep.append(node)
+        available[node.datacenter] = available.get(node.datacenter, 0) + 1
+    return BaseNodes(keep, filtered, evaluated, available)
+
+
+# -- one task group ------------------------------------------------------------------
+
+
+def group_constraints(job: Job, group: TaskGroup) -> tuple[list[Constraint], list[Constraint]]:
+    """(attribute constraints of job, group and tasks, deduplicated; group-level plan
+    constraints). Job-level ``distinct_*`` constraints are the scheduler's, shared by groups."""
+    seen: set[tuple[str, str, str]] = set()
+    attrs: list[Constraint] = []
+    plan: list[Constraint] = []
+    sources = [*job.constraints, *group.constraints, *(c for t in group.tasks for c in t.constraints)]
+    job_level = len(job.constraints)
+    for i, c in enumerate(sources):
+        if c.operator in PLAN_OPERATORS:
+            if i >= job_level:
+                plan.append(c)
+            continue
+        key = (c.attribute, c.operator, c.value)
+        if key not in seen:
+            seen.add(key)
+            attrs.append(c)
+    return attrs, plan
+
+
+@dataclass(slots=True)
+class _Compiled:
+    name: str
+    operator: str
+    left: int  # index into the computed-class tuple
+    right: int
+
+
+class GroupFeasibility:
+    """All the checks one task group puts to a node, with a computed-class cache.
+
+    ``reason(node)`` is None when the node is feasible, else the name of the first
+    checker that filtered it. ``plan_checkers`` are evaluated per node every time
+    (they depend on the plan in progress); job-level ones are passed in shared.
+    """
+
+    __slots__ = ("drivers", "checkers", "plan_checkers", "_targets", "_compiled", "_cache", "_escaped")
+
+    def __init__(
+        self,
+        job: Job,
+        group: TaskGroup,
+        proposed: ProposedAllocs,
+        job_plan_checkers: Sequence[FeasibilityChecker] = (),
+    ) -> None:
+        attrs, plan = group_constraints(job, group)
+        drivers = frozenset(t.driver for t in group.tasks if t.driver)
+        self.drivers = DriverChecker(drivers) if drivers else None
+        self.checkers = [ConstraintChecker(c) for c in attrs]
+        group_plan: list[FeasibilityChecker] = []
+        for c in plan:
+            if c.operator == DISTINCT_HOSTS:
+                if _truthy(c.value or "true"):
+                    group_plan.append(DistinctHostsChecker(proposed, group.name))
+            else:
+                group_plan.append(DistinctPropertyChecker.from_constraint(c, group.name))
+        self.plan_checkers: list[FeasibilityChecker] = [*job_plan_checkers, *group_plan]
+        targets: list[str] = []
+        index: dict[str, int] = {}
+        compiled: list[_Compiled] = []
+        for c in attrs:
+            ids = []
+            for t in (c.attribute, c.value):
+                if t not in index:
+                    index[t] = len(targets)
+                    targets.append(t)
+                ids.append(index[t])
+            compiled.append(_Compiled(constraint_name(c), c.operator, ids[0], ids[1]))
+        self._targets: tuple[Resolver, ...] = tuple(resolver(t) for t in targets)
+        self._compiled = compiled
+        self._cache: dict[tuple[Value, ...], str | None] = {}
+        self._escaped = any(is_unique_target(t) for t in targets)
+
+    def distinct_property_checkers(self) -> list[DistinctPropertyChecker]:
+        return [c for c in self.plan_checkers if isinstance(c, DistinctPropertyChecker)]
+
+    def _constraints_reason(self, node: Node) -> str | None:
+        values = tuple(r(node) for r in self._targets)
+        if not self._escaped:
+            hit = self._cache.get(values, False)
+            if hit is not False:
+                return hit  # type: ignore[return-value]
+        why: str | None = None
+        for c in self._compiled:
+            if not check_operator(c.operator, values[c.left], values[c.right]):
+                why = c.name
+                break
+        if not self._escaped:
+            self._cache[values] = why
+        return why
+
+    def reason(self, node: Node) -> str | None:
+        if self.drivers is not None and not self.drivers.feasible(node):
+            return self.drivers.name
+        if self._compiled:
+            why = self._constraints_reason(node)
+            if why is not None:
+                return why
+        for c in self.plan_checkers:
+            if not c.feasible(node):
+                return c.name
+        return None
+
+    def feasible(self, node: Node) -> bool:
+        return self.reason(node) is None
+
+
+def job_plan_checkers(job: Job, proposed: ProposedAllocs) -> list[FeasibilityChecker]:
+    """The job-level ``distinct_hosts``/``distinct_property`` checkers, shared by all groups."""
+    out: list[FeasibilityChecker] = []
+    for c in job.constraints:
+        if c.operator == DISTINCT_HOSTS and _truthy(c.value or "true"):
+            out.append(DistinctHostsChecker(proposed, None))
+        elif c.operator == DISTINCT_PROPERTY:
+            out.append(DistinctPropertyChecker.from_constraint(c, None))
+    return out
