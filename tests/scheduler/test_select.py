@@ -1,0 +1,69 @@
+from shoal.jobs.model import Resources
+from shoal.scheduler.rank import RankedNode
+from shoal.scheduler.select import LimitSelector, NodeRing, placement_limit, shuffle_nodes
+from shoal.scheduler.usage import NodeTally
+
+
+def ranked(kit, *scores):
+    return [RankedNode(kit.node(f"n{i}"), s, NodeTally(1, 1, 1)) for i, s in enumerate(scores)]
+
+
+def test_shuffle_is_reproducible_per_seed_and_independent_of_input_order(kit):
+    nodes = [kit.node(f"n{i:03d}") for i in range(50)]
+    a = [n.id for n in shuffle_nodes(nodes, "eval-1")]
+    b = [n.id for n in shuffle_nodes(list(reversed(nodes)), "eval-1")]
+    c = [n.id for n in shuffle_nodes(nodes, "eval-2")]
+    assert a == b
+    assert a != c
+    assert sorted(a) == sorted(n.id for n in nodes)
+
+
+def test_placement_limit():
+    assert placement_limit(1000, batch=True) == 2
+    assert placement_limit(1000, batch=False) == 10  # ceil(log2(1000))
+    assert placement_limit(5000, batch=False) == 13
+    assert placement_limit(3, batch=False) == 2
+    assert placement_limit(0, batch=False) == 2
+    assert placement_limit(40, batch=False, score_all=True) == 40
+
+
+def test_ring_continues_where_the_last_walk_stopped(kit):
+    ring = NodeRing([kit.node(x) for x in "abcd"])
+    walk = ring.walk()
+    assert [next(walk).id, next(walk).id] == ["a", "b"]
+    assert [n.id for n in ring.walk()] == ["c", "d", "a", "b"]
+    assert [n.id for n in NodeRing([]).walk()] == []
+
+
+def test_limit_selector_takes_best_of_first_limit(kit):
+    options = ranked(kit, 0.2, 0.5, 0.9, 0.95)
+    consumed = []
+
+    def source():
+        for o in options:
+            consumed.append(o.node.id)
+            yield o
+
+    best = LimitSelector(limit=2).select(source())
+    assert best is not None and best.node.id == "n1"
+    assert consumed == ["n0", "n1"]  # stops as soon as it has `limit` candidates
+
+
+def test_limit_selector_ties_go_to_the_first(kit):
+    best = LimitSelector(limit=3).select(iter(ranked(kit, 0.5, 0.5, 0.1)))
+    assert best is not None and best.node.id == "n0"
+
+
+def test_limit_selector_skips_low_scores_up_to_max_skip(kit):
+    # two nodes at or below the threshold are passed over for later ones
+    best = LimitSelector(limit=2, max_skip=3).select(iter(ranked(kit, -0.5, 0.0, 0.3, 0.1)))
+    assert best is not None and best.node.id == "n2"
+    # after max_skip skips, low scorers count as candidates again
+    best = LimitSelector(limit=1, max_skip=1).select(iter(ranked(kit, -0.5, -0.4, 0.3)))
+    assert best is not None and best.node.id == "n1"
+
+
+def test_limit_selector_falls_back_to_skipped_nodes(kit):
+    best = LimitSelector(limit=2).select(iter(ranked(kit, -0.5, -0.1)))
+    assert best is not None and best.node.id == "n1"
+    assert LimitSelector(limit=2).select(iter([])) is None
