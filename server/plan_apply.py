@@ -21,6 +21,7 @@ from shoal.raft.node import RaftNode
 from shoal.raft.state import StateStore
 from shoal.scheduler.plan import Plan, PlanResult
 from shoal.scheduler.rank import exhausted_dimension
+from shoal.scheduler.usage import NodeTally
 
 log = structlog.get_logger("shoal.server.plan")
 
@@ -74,9 +75,15 @@ class PlanApplier:
                     refused.append(node_id)
                     continue
                 stopping = {a.id for a in plan.node_update.get(node_id, ())}
-                current = [a for a in s.allocs_by_node(node_id) if not a.terminal() and a.id not in stopping]
-                if exhausted_dimension(node, [a.resources for a in current] + [a.resources for a in new]):
-                    refused.append(node_id)
-                else:
-                    accepted.append(node_id)
+                tally = NodeTally.for_node(node)
+                for a in s.allocs_by_node(node_id):
+                    if not a.terminal() and a.id not in stopping:
+                        tally.add(a.resources)
+                fits = True
+                for a in new:
+                    if exhausted_dimension(tally, a.resources):
+                        fits = False
+                        break
+                    tally.add(a.resources)
+                (accepted if fits else refused).append(node_id)
         return accepted, refused
