@@ -96,6 +96,7 @@ class Check:
     args: list[str] = field(default_factory=list)
     interval: float = 10.0
     timeout: float = 2.0
+    task: str = ""  # script checks of a group service: the task to run the command in
 
 
 @dataclass(slots=True)
