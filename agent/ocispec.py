@@ -9,6 +9,7 @@ the hard limit and memory the reservation), cpu MHz -> cpu shares 1:1 (min 2).
 from __future__ import annotations
 
 import os
+import resource
 import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -223,7 +224,7 @@ def build_spec(
             "env": list(env),
             "cwd": cwd,
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 65536, "soft": 65536}],
+            "rlimits": [nofile_rlimit()],
             "noNewPrivileges": True,
         },
         "root": {"path": str(rootfs), "readonly": bool(readonly_rootfs)},
@@ -237,6 +238,14 @@ def build_spec(
             "readonlyPaths": list(READONLY_PATHS),
         },
     }
+
+
+def nofile_rlimit() -> dict[str, Any]:
+    """RLIMIT_NOFILE for the container: the agent's own hard limit (raising it needs CAP_SYS_RESOURCE)."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > 1048576:
+        hard = 1048576
+    return {"type": "RLIMIT_NOFILE", "hard": hard, "soft": hard}
 
 
 def hostname_of(name: str) -> str:

@@ -21,6 +21,7 @@ import ctypes
 import errno
 import os
 import signal as _signal
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -144,50 +145,97 @@ def _try_collect(pid: int, pidfd: int) -> ProcExit | None:
     return _decode(pid, info)
 
 
+# Process-wide reaping state: a process can be reaped only once, so every waiter on
+# one pid (in one event loop) shares one reaping task, and recent statuses are kept
+# by (pid, start time) for waiters that come late.
+_inflight: dict[int, asyncio.Future[ProcExit]] = {}
+_reaped: OrderedDict[tuple[int, int], ProcExit] = OrderedDict()
+_REAPED_KEEP = 1024
+
+
 async def wait_pid(pid: int, start_time: int | None = None) -> ProcExit:
     """Wait until ``pid`` exits; reap it and return its status if it is our child.
 
     ``start_time`` (from ``process_start_time`` when the process was started)
     guards against pid reuse: if the pid now belongs to another process, the
-    original one is long gone and its status is unknown. Cancel-safe: a
-    cancelled wait leaves the process (or its zombie) untouched.
+    original one is long gone and its status is unknown. Concurrent waiters on
+    one pid share a single reaping task. Cancel-safe: cancelling a waiter does
+    not stop the reaping, and a later wait (with ``start_time``) gets the status.
     """
+    if start_time is not None:
+        cached = _reaped.get((pid, start_time))
+        if cached is not None:
+            return cached
+    loop = asyncio.get_running_loop()
+    shared = _inflight.get(pid)
+    if shared is not None and not shared.done() and shared.get_loop() is loop:
+        # A pid cannot be reused before the process we are reaping is gone, so the
+        # in-flight task is for the same process unless start times differ.
+        if start_time is None or process_start_time(pid) in (start_time, None):
+            return await asyncio.shield(shared)
     try:
         pidfd = os.pidfd_open(pid)
     except ProcessLookupError:
         return ProcExit(pid, None, reason="the process had already exited and been reaped")
     try:
-        if start_time is not None and process_start_time(pid) != start_time:
-            # Either another process now owns this pid, or ours vanished between
-            # pidfd_open and the check. In both cases ours is gone.
-            return ProcExit(pid, None, reason="the process is gone (its pid was reused)")
-        done = _try_collect(pid, pidfd)  # already a zombie child?
-        if done is not None:
-            return done
-        loop = asyncio.get_running_loop()
-        readable: asyncio.Future[None] = loop.create_future()
+        actual = process_start_time(pid)
+    except BaseException:
+        os.close(pidfd)
+        raise
+    if start_time is not None and actual != start_time:
+        # Either another process now owns this pid, or ours vanished between
+        # pidfd_open and the check. In both cases ours is gone.
+        os.close(pidfd)
+        return ProcExit(pid, None, reason="the process is gone (its pid was reused)")
+    task = loop.create_task(_reap(pid, pidfd, actual), name=f"reap:{pid}")
 
-        def on_readable() -> None:
-            if not readable.done():
-                readable.set_result(None)
+    def done(t: asyncio.Future[ProcExit]) -> None:
+        if _inflight.get(pid) is t:
+            del _inflight[pid]
 
-        loop.add_reader(pidfd, on_readable)
-        try:
-            await readable
-        finally:
-            loop.remove_reader(pidfd)
-        # The process has exited. Our child: collect (this also reaps the zombie).
-        while True:
-            try:
-                info = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
-            except ChildProcessError:
-                return ProcExit(pid, None, reason="the process was not started by this agent process")
-            if info is not None:
-                return _decode(pid, info)
-            # A readable pidfd of an exited child is always waitable; guard anyway.
-            await asyncio.sleep(0.001)
+    task.add_done_callback(done)
+    _inflight[pid] = task
+    return await asyncio.shield(task)
+
+
+async def _reap(pid: int, pidfd: int, start_time: int | None) -> ProcExit:
+    """Wait on ``pidfd`` (owned: closed here) and collect the status if the process is our child."""
+    try:
+        result = _try_collect(pid, pidfd)  # already a zombie child?
+        if result is None:
+            result = await _wait_readable_then_collect(pid, pidfd)
+        if result.known and start_time is not None:
+            _reaped[(pid, start_time)] = result
+            while len(_reaped) > _REAPED_KEEP:
+                _reaped.popitem(last=False)
+        return result
     finally:
         os.close(pidfd)
+
+
+async def _wait_readable_then_collect(pid: int, pidfd: int) -> ProcExit:
+    loop = asyncio.get_running_loop()
+    readable: asyncio.Future[None] = loop.create_future()
+
+    def on_readable() -> None:
+        if not readable.done():
+            readable.set_result(None)
+
+    loop.add_reader(pidfd, on_readable)
+    try:
+        await readable
+    finally:
+        loop.remove_reader(pidfd)
+    # The process has exited. Our child: collect (this also reaps the zombie).
+    while True:
+        try:
+            info = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+        except ChildProcessError:
+            return ProcExit(pid, None, reason="the process was not started by this agent process")
+        if info is not None:
+            return _decode(pid, info)
+        # A readable pidfd of an exited child is always waitable; guard anyway.
+        await asyncio.sleep(0.001)
 
 
 def signal_process(pid: int, sig: int, start_time: int | None = None) -> bool:
@@ -232,43 +280,55 @@ T = TypeVar("T")
 class SharedWaits(Generic[T]):
     """One background task per key computing an exit result; any number of waiters.
 
-    The task is shielded from waiter cancellation, and its result is kept until
-    ``forget`` so that a late ``wait`` (or a second one) still gets the status
-    that the first one reaped.
+    The task is shielded from waiter cancellation, and its result outlives
+    ``forget`` (in a small bounded cache) so that a late ``wait``, even after the
+    task was destroyed, still gets the status that the first one reaped. Keys
+    must name one process (e.g. container id plus pid), never a reusable name.
     """
 
-    __slots__ = ("_tasks",)
+    __slots__ = ("_tasks", "_finished", "_keep")
 
-    def __init__(self) -> None:
-        self._tasks: dict[str, asyncio.Task[T]] = {}
+    def __init__(self, keep: int = 256) -> None:
+        self._tasks: dict[str, asyncio.Future[T]] = {}
+        self._finished: OrderedDict[str, T] = OrderedDict()
+        self._keep = keep
 
-    def task(self, key: str, factory: Callable[[], Awaitable[T]]) -> asyncio.Task[T]:
+    def task(self, key: str, factory: Callable[[], Awaitable[T]]) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
         existing = self._tasks.get(key)
         if existing is not None and existing.get_loop() is loop:
             return existing
-        task = loop.create_task(factory(), name=f"wait:{key}")  # type: ignore[arg-type]
-        self._tasks[key] = task
-        return task
+        fut: asyncio.Future[T]
+        if key in self._finished:
+            fut = loop.create_future()
+            fut.set_result(self._finished[key])
+        else:
+            fut = loop.create_task(factory(), name=f"wait:{key}")  # type: ignore[arg-type]
+        self._tasks[key] = fut
+        return fut
 
-    def existing(self, key: str) -> asyncio.Task[T] | None:
-        task = self._tasks.get(key)
-        if task is None:
+    def existing(self, key: str) -> asyncio.Future[T] | None:
+        fut = self._tasks.get(key)
+        if fut is None:
             return None
         try:
-            if task.get_loop() is not asyncio.get_running_loop():
+            if fut.get_loop() is not asyncio.get_running_loop():
                 return None
         except RuntimeError:
             return None
-        return task
+        return fut
 
     async def wait(self, key: str, factory: Callable[[], Awaitable[T]], timeout: float | None = None) -> T:
-        task = self.task(key, factory)
+        fut = self.task(key, factory)
         if timeout is None:
-            return await asyncio.shield(task)
-        return await asyncio.wait_for(asyncio.shield(task), timeout)
+            return await asyncio.shield(fut)
+        return await asyncio.wait_for(asyncio.shield(fut), timeout)
 
     def forget(self, key: str) -> None:
-        task = self._tasks.pop(key, None)
-        if task is not None and not task.done():
-            task.cancel()
+        """Drop the task; keep its result if it has one. A pending task runs on (never cancelled)."""
+        fut = self._tasks.pop(key, None)
+        if fut is not None and fut.done() and not fut.cancelled() and fut.exception() is None:
+            self._finished[key] = fut.result()
+            self._finished.move_to_end(key)
+            while len(self._finished) > self._keep:
+                self._finished.popitem(last=False)

@@ -90,20 +90,36 @@ def test_pid_reuse_and_missing_pid(aio) -> None:
     assert not gone.known and "already exited" in gone.reason
 
 
-def test_cancelled_wait_leaves_the_child_for_the_next_wait(aio) -> None:
+def test_cancelled_wait_does_not_lose_the_status(aio) -> None:
     proc = _spawn("sh", "-c", "sleep 0.2; exit 4")
+    start = procwait.process_start_time(proc.pid)
 
-    async def scenario() -> procwait.ProcExit:
-        first = asyncio.create_task(procwait.wait_pid(proc.pid))
+    async def scenario() -> tuple[procwait.ProcExit, procwait.ProcExit]:
+        first = asyncio.create_task(procwait.wait_pid(proc.pid, start))
         await asyncio.sleep(0.02)
         first.cancel()
         with pytest.raises(asyncio.CancelledError):
             await first
-        return await procwait.wait_pid(proc.pid)
+        joined = await procwait.wait_pid(proc.pid)  # joins the reaping still in flight
+        late = await procwait.wait_pid(proc.pid, start)  # reaped by now: the kept status
+        return joined, late
 
-    result = aio(scenario())
-    _reaped(proc, result)
-    assert result.exit_code == 4
+    joined, late = aio(scenario())
+    _reaped(proc, joined)
+    assert joined.exit_code == 4 and late.exit_code == 4
+
+
+def test_concurrent_waiters_share_one_reaping(aio) -> None:
+    proc = _spawn("sh", "-c", "sleep 0.1; exit 6")
+    start = procwait.process_start_time(proc.pid)
+
+    async def scenario() -> list[procwait.ProcExit]:
+        return list(await asyncio.gather(procwait.wait_pid(proc.pid, start), procwait.wait_pid(proc.pid),
+                                         procwait.wait_pid(proc.pid, start)))
+
+    results = aio(scenario())
+    _reaped(proc, results[0])
+    assert [r.exit_code for r in results] == [6, 6, 6]
 
 
 def test_shared_waits_give_every_waiter_the_one_status(aio) -> None:

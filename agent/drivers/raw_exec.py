@@ -1,0 +1,238 @@
+"""The raw_exec driver: run a command directly on the host, without isolation.
+
+The task runs in ``task_dir`` in its own session and process group (setsid),
+with a minimal PATH plus the task's env, stdout/stderr to the task's log files.
+Stopping signals the whole process group, then SIGKILLs whatever is left of the
+session after the timeout. Whether raw_exec is *enabled* is the agent's
+configuration, not this driver's decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pwd
+import signal as _signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from shoal.agent import procwait
+from shoal.agent.drivers.base import DriverError, ExitResult, TaskHandle, TaskSpec
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SUPPORTED_KEYS = frozenset({"command", "args"})
+_KILL_GRACE = 10.0
+
+
+def _signal_number(sig: str | int) -> int:
+    if isinstance(sig, int) or str(sig).isdigit():
+        return int(sig)
+    name = str(sig).upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    try:
+        return int(_signal.Signals[name])
+    except KeyError:
+        raise DriverError(f"unknown signal {sig!r}") from None
+
+
+def _wait_key(handle: TaskHandle) -> str:
+    return f"{handle.id}:{handle.pid}"  # one process: a restarted task (same id) gets a new key
+
+
+def _open_log(path: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+
+
+def session_members(sid: int) -> list[int]:
+    """Pids whose process group or session is ``sid`` (the task's leader pid)."""
+    members: list[int] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                data = f.read().decode("ascii", "replace")
+        except OSError:
+            continue
+        fields = data[data.rfind(")") + 2 :].split()
+        if len(fields) >= 4 and fields[0] not in ("Z", "X") and (int(fields[2]) == sid or int(fields[3]) == sid):
+            members.append(int(entry))
+    return members
+
+
+class RawExecDriver:
+    """Runs ``config.command`` with ``config.args`` as a host process group."""
+
+    name = "raw_exec"
+
+    def __init__(self) -> None:
+        self._waits: procwait.SharedWaits[ExitResult] = procwait.SharedWaits()
+        # Popen objects of our children: kept until reaped so that subprocess never reaps them itself.
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    def fingerprint(self) -> dict[str, str] | None:
+        return {"driver.raw_exec": "1"}
+
+    def config_warnings(self, config: dict[str, Any]) -> list[str]:
+        return [
+            f"config.{key} is not supported by the raw_exec driver and is ignored"
+            for key in sorted(config) if key not in SUPPORTED_KEYS
+        ]
+
+    @staticmethod
+    def _argv(config: dict[str, Any]) -> list[str]:
+        command = config.get("command")
+        if not command or not isinstance(command, str):
+            raise DriverError("config.command is required for raw_exec: the program to run")
+        args = config.get("args") or []
+        if isinstance(args, str) or not all(isinstance(a, (str, int, float)) for a in args):
+            raise DriverError("config.args must be a list of strings")
+        return [command, *(str(a) for a in args)]
+
+    @staticmethod
+    def _user(user: str) -> tuple[int, int] | None:
+        if not user:
+            return None
+        try:
+            entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        except KeyError:
+            raise DriverError(f"user {user!r} does not exist on this host") from None
+        if os.geteuid() != 0:
+            if entry.pw_uid != os.geteuid():
+                raise DriverError(f"cannot run as user {user!r}: the agent is not running as root")
+            return None  # already that user
+        return entry.pw_uid, entry.pw_gid
+
+    async def start(self, spec: TaskSpec) -> TaskHandle:
+        argv = self._argv(spec.config)
+        ids = self._user(spec.user)
+        env = {"PATH": DEFAULT_PATH, **{str(k): str(v) for k, v in spec.env.items()}}
+        task_dir = Path(spec.task_dir)
+        task_dir.mkdir(parents=True, exist_ok=True)
+        out_fd = _open_log(spec.stdout_path)
+        err_fd = out_fd
+        try:
+            if spec.stderr_path != spec.stdout_path:
+                err_fd = _open_log(spec.stderr_path)
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    cwd=task_dir,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out_fd,
+                    stderr=err_fd,
+                    start_new_session=True,
+                    close_fds=True,
+                    user=ids[0] if ids else None,
+                    group=ids[1] if ids else None,
+                    extra_groups=[] if ids else None,
+                )
+            except FileNotFoundError:
+                raise DriverError(f"command {argv[0]!r} not found (PATH={env['PATH']})") from None
+            except PermissionError as exc:
+                raise DriverError(f"cannot execute {argv[0]!r}: {exc.strerror}") from None
+            except OSError as exc:
+                raise DriverError(f"cannot start {argv[0]!r}: {exc}") from None
+        finally:
+            os.close(out_fd)
+            if err_fd != out_fd:
+                os.close(err_fd)
+        pid = proc.pid
+        self._children[pid] = proc
+        handle = TaskHandle(
+            driver=self.name,
+            id=str(pid),
+            pid=pid,
+            started_at=time.time(),
+            state={"pgid": pid, "pid_start_time": procwait.process_start_time(pid), "command": argv[0]},
+        )
+        self._watch(handle)
+        return handle
+
+    def _watch(self, handle: TaskHandle) -> asyncio.Future[ExitResult]:
+        return self._waits.task(_wait_key(handle), lambda: self._collect_exit(handle))
+
+    async def _collect_exit(self, handle: TaskHandle) -> ExitResult:
+        pexit = await procwait.wait_pid(handle.pid, handle.state.get("pid_start_time"))
+        proc = self._children.pop(handle.pid, None)
+        if proc is not None and pexit.exit_code is not None:
+            proc.returncode = pexit.exit_code  # we reaped it: subprocess must not try
+        if pexit.exit_code is None:
+            return ExitResult(-1, message=f"exit status unknown: {pexit.reason}")
+        message = ""
+        if pexit.signal:
+            try:
+                message = f"killed by signal {_signal.Signals(pexit.signal).name}"
+            except ValueError:
+                message = f"killed by signal {pexit.signal}"
+        return ExitResult(pexit.exit_code, signal=pexit.signal, message=message)
+
+    async def wait(self, handle: TaskHandle) -> ExitResult:
+        return await asyncio.shield(self._watch(handle))
+
+    def _leader_is_ours(self, handle: TaskHandle) -> bool:
+        """False if the leader's pid now belongs to another process (then the group id is not ours either)."""
+        start_time = handle.state.get("pid_start_time")
+        current = procwait.process_start_time(handle.pid)
+        return current is None or start_time is None or current == start_time
+
+    def _signal_group(self, handle: TaskHandle, sig: int) -> bool:
+        if not self._leader_is_ours(handle):
+            return False
+        try:
+            os.killpg(int(handle.state.get("pgid", handle.pid)), sig)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def _kill_session(self, handle: TaskHandle) -> list[int]:
+        """SIGKILL the group and every process left in the task's session; return the pids signalled."""
+        if not self._leader_is_ours(handle):
+            return []
+        sid = int(handle.state.get("pgid", handle.pid))
+        members = session_members(sid)
+        self._signal_group(handle, _signal.SIGKILL)
+        for pid in members:
+            procwait.signal_process(pid, _signal.SIGKILL)
+        return members
+
+    async def stop(self, handle: TaskHandle, signal: str, timeout: float) -> None:
+        exited = self._watch(handle)
+        if not exited.done() and self._signal_group(handle, _signal_number(signal or "SIGTERM")):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(exited), max(timeout, 0.0))
+        leftovers = self._kill_session(handle)
+        try:
+            await asyncio.wait_for(asyncio.shield(exited), _KILL_GRACE)
+        except TimeoutError:
+            raise DriverError(f"task pid {handle.pid} did not exit {_KILL_GRACE:.0f}s after SIGKILL",
+                              recoverable=True) from None
+        await self._reap(leftovers)
+
+    async def _reap(self, pids: list[int]) -> None:
+        """Reap group members that were reparented to us (we are a subreaper) once they are dead."""
+        waits = [procwait.wait_pid(pid) for pid in pids if procwait.parent_pid(pid) == os.getpid()]
+        if waits:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*waits), _KILL_GRACE)
+
+    async def destroy(self, handle: TaskHandle) -> None:
+        leftovers = self._kill_session(handle)
+        watcher = self._waits.existing(_wait_key(handle))
+        if watcher is not None and not watcher.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(watcher), _KILL_GRACE)
+        await self._reap(leftovers)
+        self._waits.forget(_wait_key(handle))
+
+    async def recover(self, handle: TaskHandle) -> bool:
+        if not procwait.pid_alive(handle.pid, handle.state.get("pid_start_time")):
+            return False
+        self._watch(handle)
+        return True
