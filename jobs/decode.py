@@ -157,7 +157,7 @@ class _Decoder:
         options = OPTIONS.get(t.driver, {})
         for key, opt in options.items():  # HCL's conversion: numbers and bools become strings where wanted
             if key in t.config:
-                t.config[key] = _stringify(t.config[key], opt.kind)
+                t.config[key] = _coerce(t.config[key], opt.kind)
         t.env = b.map("env")
         t.user = b.get("user", to_str, t.user)
         t.kill_timeout = b.get("kill_timeout", to_duration, t.kill_timeout)
@@ -341,20 +341,24 @@ _RESCHEDULE: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def _stringify(value: Any, kind: str) -> Any:
-    def one(v: Any) -> Any:
-        if isinstance(v, (bool, int, float)):
-            try:
+def _coerce(value: Any, kind: str) -> Any:
+    """HCL's conversions for a driver option: "8" -> 8 for counts, 8 -> "8" for strings, and so on."""
+
+    def one(v: Any, want: str) -> Any:
+        try:
+            if want in ("string", "abs_path") and isinstance(v, (bool, int, float)):
                 return to_str(v)
-            except ConvertError:
-                return v
+            if want == "bool" and isinstance(v, str):
+                return to_bool(v)
+            if want == "count" and isinstance(v, (str, float)) and not isinstance(v, bool):
+                return to_int(v)
+        except ConvertError:
+            pass  # left as written; validation says what is wrong with it
         return v
 
     if kind == "strings" and isinstance(value, list):
-        return [one(v) for v in value]
-    if kind == "string":
-        return one(value)
-    return value
+        return [one(v, "string") for v in value]
+    return one(value, kind)
 
 
 class _Body:

@@ -234,7 +234,7 @@ class _Reader:
             if len(blk.labels) != 1:
                 self.problem(line, child(ROOT, "variable"), 'a variable block needs exactly one label: variable "NAME" { ... }')
                 continue
-            name = self.ev.literal_string(blk.labels[0]) or ""
+            name = self._label(blk.labels[0], child(ROOT, "variable")) or ""
             path = child(ROOT, "variable", name)
             if name in declared:
                 self.problem(line, path, f"variable declared twice (first at line {declared[name]})")
@@ -298,7 +298,7 @@ class _Reader:
         for blk in blocks:
             if len(blk.labels) != 1:
                 continue
-            name = self.ev.literal_string(blk.labels[0]) or ""
+            name = self._label(blk.labels[0], child(ROOT, "variable"), report=False) or ""
             if name not in values:
                 continue
             for item in _kids(blk.body):
@@ -334,12 +334,21 @@ class _Reader:
                 if e.message:
                     self.problem(e.line or local.defined_at(name), child(child(ROOT, "local"), name), e.message)
 
+    def _label(self, node: Tree, path: FieldPath, report: bool = True) -> str | None:
+        """A block label's text; None if it is not a plain string. Bad escapes are reported."""
+        try:
+            return self.ev.literal_string(node)
+        except EvalError as e:
+            if report:
+                self.problem(e.line, path, e.message)
+            return ""
+
     # -- blocks --
 
     def _block(self, blk: _BlockSyntax, scope: Scope, parent: FieldPath) -> Block:
         labels: list[str] = []
         for lab in blk.labels:
-            text = self.ev.literal_string(lab)
+            text = self._label(lab, child(parent, blk.type))
             if text is None:
                 self.problem(node_line(lab), child(parent, blk.type),
                              "block labels must be plain quoted strings (no ${...} interpolation)")
@@ -370,7 +379,7 @@ class _Reader:
 
     def _dynamic(self, blk: _BlockSyntax, scope: Scope, parent: FieldPath) -> list[Block]:
         line = node_line(blk.node)
-        label = self.ev.literal_string(blk.labels[0]) if len(blk.labels) == 1 else None
+        label = self._label(blk.labels[0], child(parent, "dynamic")) if len(blk.labels) == 1 else None
         path = child(parent, "dynamic", label)
         if not label:
             self.problem(line, path, 'a dynamic block needs one label naming the block to generate: dynamic "NAME" { ... }')

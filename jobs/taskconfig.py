@@ -16,16 +16,19 @@ from shoal.jobs.hclfuncs import type_name
 
 @dataclass(frozen=True, slots=True)
 class Option:
-    kind: str  # "string" | "strings"
+    kind: str  # "string" | "strings" | "bool" | "count" (a whole number >= 0) | "abs_path"
     required: bool = False
     help: str = ""
 
 
 _CONTAINER = {
     "image": Option("string", True, 'the image to run, e.g. "busybox:latest"'),
-    "command": Option("string", help="the program to run instead of the image's entrypoint"),
+    "command": Option("string", help="the program to run (replaces the image's Cmd)"),
     "args": Option("strings", help="arguments to the command"),
-    "ports": Option("strings", help="labels of the group's network ports this task uses"),
+    "entrypoint": Option("strings", help="replaces the image's Entrypoint"),
+    "work_dir": Option("abs_path", help="the working directory inside the container"),
+    "readonly_rootfs": Option("bool", help="mount the image read-only"),
+    "pids_limit": Option("count", help="most processes the container may run; 0 = no limit"),
 }
 _EXEC = {
     "command": Option("string", True, "the program to run"),
@@ -40,7 +43,7 @@ OPTIONS: dict[str, dict[str, Option]] = {
 }
 
 _MOUNTS = "shoal has no volumes or bind mounts"
-_NETWORK = 'networking is set by the group: network { mode = "host" | "bridge" }'
+_NETWORK = 'networking is set by the group: network { mode = ... port "LABEL" { ... } }'
 
 # Docker options shoal refuses, with the reason (anything else unlisted is simply unknown).
 DOCKER_UNSUPPORTED: dict[str, str] = {
@@ -50,7 +53,7 @@ DOCKER_UNSUPPORTED: dict[str, str] = {
     "mount": _MOUNTS,
     "mounts": _MOUNTS,
     "volume_driver": _MOUNTS,
-    "network_mode": _NETWORK,
+    "network_mode": "containers get their own network namespace; " + _NETWORK,
     "network_aliases": _NETWORK,
     "ipv4_address": _NETWORK,
     "ipv6_address": _NETWORK,
@@ -78,8 +81,6 @@ DOCKER_UNSUPPORTED: dict[str, str] = {
     "force_pull": "shoal has no pull policies",
     "image_pull_timeout": "shoal has no pull policies",
     "load": "shoal does not load images from archives",
-    "entrypoint": "the image entrypoint cannot be overridden; use command and args",
-    "work_dir": "the working directory is the image's",
     "interactive": "tasks have no stdin",
     "tty": "tasks have no TTY",
     "storage_opt": "shoal has no storage options",
@@ -90,8 +91,13 @@ DOCKER_UNSUPPORTED: dict[str, str] = {
 }
 
 # Options that change nothing on shoal: accepted with a warning.
+_PORTS = "every port of the group's network already reaches the task"
 HARMLESS: dict[str, dict[str, str]] = {
-    "docker": {"auth_soft_fail": "has no effect: shoal pulls images without registry credentials"},
+    "docker": {
+        "auth_soft_fail": "images come from the local store, without registry logins",
+        "ports": _PORTS,
+    },
+    "container": {"ports": _PORTS},
 }
 
 
@@ -102,7 +108,7 @@ class ConfigFinding:
     warning: bool = False
 
 
-def check_config(driver: str, config: dict[str, Any], network_mode: str = "host") -> list[ConfigFinding]:
+def check_config(driver: str, config: dict[str, Any]) -> list[ConfigFinding]:
     """What is wrong with (or ignored in) ``config`` for ``driver``; nothing if the driver is unknown."""
     options = OPTIONS.get(driver)
     if options is None:
@@ -124,9 +130,6 @@ def check_config(driver: str, config: dict[str, Any], network_mode: str = "host"
         if harmless:
             out.append(ConfigFinding(key, f"ignored: {harmless}", warning=True))
             continue
-        if driver == "docker" and key == "network_mode" and value == network_mode == "host":
-            out.append(ConfigFinding(key, 'ignored: the group network mode is already "host"', warning=True))
-            continue
         known = ", ".join(options)
         reason = DOCKER_UNSUPPORTED.get(key) if driver in ("docker", "container") else None
         if reason:
@@ -137,9 +140,17 @@ def check_config(driver: str, config: dict[str, Any], network_mode: str = "host"
 
 
 def _type_problem(kind: str, value: Any) -> str:
-    if kind == "string":
+    if kind in ("string", "abs_path"):
         if not isinstance(value, str):
             return f"expected a string, got {_show(value)}"
+        if kind == "abs_path" and value and not value.startswith("/"):
+            return f"expected an absolute path inside the container, got {_show(value)}"
+        return ""
+    if kind == "bool":
+        return "" if isinstance(value, bool) else f"expected true or false, got {_show(value)}"
+    if kind == "count":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return f"expected a whole number, 0 or more, got {_show(value)}"
         return ""
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         return f"expected a list of strings, got {_show(value)}"

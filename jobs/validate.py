@@ -30,7 +30,7 @@ from shoal.jobs.model import (
     TaskGroup,
 )
 from shoal.jobs.paths import FieldPath, Seg, SourceMap, child, render
-from shoal.jobs.taskconfig import OPTIONS, check_config
+from shoal.jobs.taskconfig import check_config
 
 MAX_ID = 128
 NETWORK_MODES = ("host", "bridge", "none")
@@ -217,12 +217,11 @@ class _Validator:
         elif t.driver not in DRIVERS:
             self.bad(dpath, f"unsupported driver {_text(t.driver)}: shoal runs {', '.join(_text(d) for d in DRIVERS)}")
         else:
-            mode = g.networks[0].mode if g.networks else "host"
             cpath = child(path, "config")
-            for f in check_config(t.driver, t.config, mode):
+            for f in check_config(t.driver, t.config):
                 p = child(cpath, f.key) if f.key else cpath
                 (self.warn if f.warning else self.bad)(p, f.message)
-            ports = t.config.get("ports") if "ports" in OPTIONS[t.driver] else None
+            ports = t.config.get("ports") if t.driver in ("docker", "container") else None
             if isinstance(ports, list):
                 for label in ports:
                     if isinstance(label, str) and label not in labels:
