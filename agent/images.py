@@ -493,6 +493,7 @@ class ImageStore:
         what = f"image {ref} layer {layer.digest}" if ref else f"layer {layer.digest}"
         blob = self.blob_path(layer.digest)
         self.layers_dir.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_temp_dirs()
         tmp = self.layers_dir / f".tmp-{final.name[:16]}-{uuid.uuid4().hex[:12]}"
         tmp.mkdir(mode=0o755)
         try:
@@ -533,6 +534,15 @@ class ImageStore:
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+
+    def _remove_stale_temp_dirs(self, max_age: float = 3600.0) -> None:
+        """Remove unpack directories abandoned by a crash (older than ``max_age`` seconds)."""
+        cutoff = time.time() - max_age
+        for entry in os.scandir(self.layers_dir):
+            if entry.name.startswith(".tmp-"):
+                with contextlib.suppress(OSError):
+                    if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                        shutil.rmtree(entry.path, ignore_errors=True)
 
     # -------------------------------------------------------------- writing
     def _init_layout(self) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -197,14 +196,3 @@ class Runc:
         data = json.loads(out or b"null") or []
         return [ContainerState.from_json(item) for item in data]
 
-
-def pid_file_for(bundle: Path) -> Path:
-    return bundle / "init.pid"
-
-
-def log_file_for(bundle: Path) -> Path:
-    return bundle / "runc.log"
-
-
-def root_dir_exists(root: str | None) -> bool:
-    return os.path.isdir(root or DEFAULT_ROOT)

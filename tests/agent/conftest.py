@@ -7,6 +7,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -185,6 +186,25 @@ def tracker(tmp_path: Path) -> Iterator[Tracker]:
     if IS_ROOT:
         for target in sorted(_mounts_under(tmp_path), key=lambda p: len(str(p)), reverse=True):
             unmount(target)
+    # Everything the drivers started (container inits, raw_exec groups) must have been reaped.
+    deadline = time.monotonic() + 2
+    while (zombies := _zombie_children()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert zombies == [], f"unreaped children left: {zombies}"
+
+
+def _zombie_children() -> list[int]:
+    me = os.getpid()
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and procwait.parent_pid(int(entry)) == me:
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        out.append(int(entry))
+            except OSError:
+                continue
+    return out
 
 
 @pytest.fixture

@@ -307,3 +307,29 @@ def test_parallel_starts(container_driver: ContainerDriver, make_spec, tracker, 
     assert seq < 1.0
     for h, spec in zip(handles, specs):
         assert_gone(h.id, spec.task_dir)
+
+
+def test_crash_cleanup_from_records_and_custom_runc_root(shared_store: ImageStore, make_spec, tracker, aio,
+                                                         tmp_path: Path, subreaper, assert_gone) -> None:
+    runc_root = tmp_path / "runc-root"
+    driver = ContainerDriver(shared_store, runc_root=str(runc_root), state_dir=tmp_path / "records")
+    spec = make_spec({"image": "busybox", "command": "sleep", "args": ["30"]})
+
+    async def scenario():
+        handle = tracker.add(driver, await driver.start(spec))
+        listed = await driver.runc.list()
+        assert [(c.id, c.status, c.pid) for c in listed] == [(handle.id, "running", handle.pid)]
+        assert handle.id not in _runc_ids()  # it lives under the custom root only
+        # The agent crashed and lost its handles: the records are enough to clean up.
+        after_crash = ContainerDriver(shared_store, runc_root=str(runc_root), state_dir=tmp_path / "records")
+        leftovers = after_crash.leftover_handles()
+        assert [h.id for h in leftovers] == [handle.id]
+        for h in leftovers:
+            await after_crash.destroy(h)
+        assert await driver.runc.list() == []
+        assert after_crash.leftover_handles() == []
+        return handle, await driver.wait(handle)
+
+    handle, result = aio(scenario())
+    assert result.signal == 9
+    assert_gone(handle.id, spec.task_dir)
