@@ -55,7 +55,11 @@ class Node:
 
 def parse_yaml(text: str) -> Node | None:
     """The single document in ``text`` (None if empty)."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as e:
+        line = text.count("\n", 0, max(e.position, 0)) + 1
+        raise DocError(f"YAML error: character U+{int(e.character):04X} is not allowed in YAML", line) from None
     try:
         root = loader.get_single_node()
         if root is None:

@@ -87,7 +87,7 @@ class _Validator:
     def job(self, job: Job) -> None:
         path: FieldPath = (Seg("job", job.id),)
         self.identifier(path, job.id, "job id")
-        if not job.name.strip():
+        if not job.name.strip() and job.id.strip():
             self.bad(child(path, "name"), "the job name must not be empty")
         if job.type not in JOB_TYPES:
             self.bad(child(path, "type"), f"unknown job type {_text(job.type)}; use one of {', '.join(JOB_TYPES)}")
@@ -213,7 +213,7 @@ class _Validator:
         self.name(path, t.name, "task")
         dpath = child(path, "driver")
         if not t.driver:
-            self.bad(path, f'the task needs a driver: driver = "container" (shoal runs {", ".join(DRIVERS)})')
+            self.bad(dpath, f'the task needs a driver: driver = "container" (shoal runs {", ".join(DRIVERS)})')
         elif t.driver not in DRIVERS:
             self.bad(dpath, f"unsupported driver {_text(t.driver)}: shoal runs {', '.join(_text(d) for d in DRIVERS)}")
         else:

@@ -1,0 +1,103 @@
+"""The compatibility corpus: every real Nomad job file is accepted, or refused precisely.
+
+Run with ``-s`` to see the totals and every refusal reason.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from shoal.errors import JobFileError
+from shoal.jobs.loader import LoadedJob, load_job_file
+
+CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "nomad"
+FILES = sorted(CORPUS.iterdir()) if CORPUS.is_dir() else []
+
+# A refusal says what is wrong: something unsupported, unknown or invalid.
+_REASON = re.compile(
+    r"not supported|unsupported|unknown|no port labelled|no value given|must|expected|invalid|cannot|duplicate"
+)
+
+pytestmark = pytest.mark.skipif(not FILES, reason=f"corpus not found at {CORPUS}")
+
+
+def _load(path: Path) -> LoadedJob | JobFileError:
+    try:
+        return load_job_file(path)
+    except JobFileError as e:
+        return e
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[Path, LoadedJob | JobFileError]:
+    return {path: _load(path) for path in FILES}
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
+def test_each_file_is_accepted_or_refused_precisely(path: Path):
+    outcome = _load(path)  # any exception other than JobFileError fails the test here
+    if isinstance(outcome, LoadedJob):
+        assert outcome.job.id and outcome.job.groups
+        for w in outcome.warnings:
+            assert w.startswith(f"{path}:")
+        return
+    assert outcome.problems
+    for p in outcome.problems:
+        assert p.file == str(path)
+        assert isinstance(p.line, int) and p.line >= 1, str(p)
+        assert p.field or p.message.startswith("syntax error"), str(p)
+        assert _REASON.search(p.message), str(p)
+        assert str(p).startswith(f"{path}:{p.line}: ")
+
+
+def test_totals_and_reasons(results: dict[Path, LoadedJob | JobFileError]):
+    accepted = [p for p, r in results.items() if isinstance(r, LoadedJob)]
+    refused = {p: r for p, r in results.items() if isinstance(r, JobFileError)}
+    print(f"\ncorpus: {len(accepted)} accepted, {len(refused)} refused")
+    reasons: Counter[str] = Counter()
+    for path, err in refused.items():
+        print(f"  refused {path.name}:")
+        for p in err.problems:
+            print(f"    line {p.line}: {p.field}: {p.message}")
+            reasons[p.field.rsplit(" ", 1)[-1].split(".")[-1].split("[")[0] or p.message] += 1
+    print("  most common reasons:", ", ".join(f"{k} ({n})" for k, n in reasons.most_common(12)))
+    for path in accepted:
+        print(f"  accepted {path.name}")
+    assert len(accepted) + len(refused) == len(FILES)
+    # Simple e2e jobs (raw_exec sleepers, system and sysbatch busybox jobs) must keep working.
+    assert len(accepted) >= 5
+
+
+def test_accepted_docker_jobs_keep_driver_and_image(results: dict[Path, LoadedJob | JobFileError]):
+    docker_tasks = 0
+    for path, r in results.items():
+        if not isinstance(r, LoadedJob):
+            continue
+        text = path.read_text()
+        for g in r.job.groups:
+            for t in g.tasks:
+                if t.driver == "docker":
+                    docker_tasks += 1
+                    assert isinstance(t.config.get("image"), str) and t.config["image"], (path.name, t.name)
+                    assert f'image = "{t.config["image"]}"' in text or t.config["image"] in text
+        if 'driver = "docker"' in text:
+            assert any(t.driver == "docker" for g in r.job.groups for t in g.tasks), path.name
+    assert docker_tasks >= 2
+
+
+def test_known_refusals_name_the_feature(results: dict[Path, LoadedJob | JobFileError]):
+    def fields(name_part: str) -> list[str]:
+        (path,) = [p for p in results if name_part in p.name]
+        r = results[path]
+        assert isinstance(r, JobFileError), path.name
+        return [p.field for p in r.problems]
+
+    assert 'job "periodic" periodic' in fields("periodic__input__simple")
+    assert 'job "periodic" parameterized' in fields("parameterized__input__simple")
+    assert 'job "example" group "cache" volume "volume0"' in fields("csi__hostpath__redis")
+    assert 'job "example" group "cache" task "redis" identity' in fields("command__asset__example-short")
+    assert 'variable "nodeID"' in fields("restart-node")
