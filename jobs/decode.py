@@ -35,7 +35,6 @@ from shoal.jobs.model import (
     Lifecycle,
     Network,
     Port,
-    ReschedulePolicy,
     Resources,
     RestartPolicy,
     Service,
@@ -91,7 +90,9 @@ class _Decoder:
     # -- job --
 
     def job(self, blk: Block) -> Job:
-        label = self.label(blk, ())
+        if len(blk.labels) > 1:
+            self.problem(blk.line, (Seg("job", blk.labels[0]),), 'a job block takes one label: job "ID" { ... }')
+        label = self.label(blk)
         path: FieldPath = (Seg("job", label),)
         self.source.add(path, blk.line)
         b = _Body(self, blk, path)
@@ -116,7 +117,7 @@ class _Decoder:
     # -- group --
 
     def group(self, blk: Block, path: FieldPath, job: Job, job_resched: dict[str, Any]) -> TaskGroup:
-        g = TaskGroup(name=self.label(blk, path[:-1]))
+        g = TaskGroup(name=self.label(blk))
         b = _Body(self, blk, path)
         g.count = b.get("count", to_int, g.count)
         g.meta = b.map("meta")
@@ -150,7 +151,7 @@ class _Decoder:
     def task(
         self, blk: Block, path: FieldPath, job: Job, group: TaskGroup, restart: RestartPolicy, mode: str
     ) -> Task:
-        t = Task(name=self.label(blk, path[:-1]))
+        t = Task(name=self.label(blk))
         b = _Body(self, blk, path)
         t.driver = b.get("driver", to_str, "")
         t.config = b.config("config")
@@ -210,7 +211,7 @@ class _Decoder:
         n.mode = b.get("mode", to_str, n.mode)
         for pblk, ppath in b.blocks("port"):
             pb = _Body(self, pblk, ppath)
-            port = Port(label=self.label(pblk, path))
+            port = Port(label=self.label(pblk))
             port.static = pb.get("static", to_int, 0)
             port.to = pb.get("to", to_int, 0)
             pb.finish()
@@ -320,14 +321,15 @@ class _Decoder:
         s.weight = b.get("weight", to_int, s.weight)
         for tblk, tpath in b.blocks("target"):
             tb = _Body(self, tblk, tpath)
-            target = SpreadTarget(value=self.label(tblk, path))
+            target = SpreadTarget(value=self.label(tblk))
             target.percent = tb.get("percent", to_int, 0)
             tb.finish()
             s.targets.append(target)
         b.finish()
         return s
 
-    def label(self, blk: Block, parent: FieldPath) -> str:
+    def label(self, blk: Block) -> str:
+        """The block's label (a missing one is reported where the block is listed)."""
         return blk.labels[0] if blk.labels else ""
 
 
@@ -402,11 +404,10 @@ class _Body:
         return a
 
     def get(self, name: str, conv: Callable[[Any], T], default: T) -> T:
-        if name in self.children and name not in self.attrs:
+        if name in self.children:
             self.used.add(name)
-            blk = self.children[name][0]
-            self.d.problem(blk.line, child(self.path, name), f"{name} is an attribute, not a block: write {name} = ...")
-            return default
+            for blk in self.children[name]:
+                self.d.problem(blk.line, child(self.path, name), f"{name} is an attribute, not a block: write {name} = ...")
         a = self._attr(name)
         if a is None:
             return default

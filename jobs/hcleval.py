@@ -316,7 +316,7 @@ class Evaluator:
         try:
             return self._eval(node, scope)
         except _RuntimeRef as r:
-            raise EvalError(r.line, _unknown_name(r.name, scope)) from None
+            raise EvalError(r.line, _unknown_name(r.name)) from None
         except RecursionError:
             raise EvalError(self.line(node), "expression nested too deeply") from None
 
@@ -403,8 +403,7 @@ class Evaluator:
         return self.render(parts, scope, whole_value=False)
 
     def _x_tuple(self, node: Tree, scope: Scope) -> Any:
-        out = [self._eval(k, scope) for k in _kids(node)]
-        return out
+        return [self._eval(k, scope) for k in _kids(node)]
 
     def _x_object(self, node: Tree, scope: Scope) -> Any:
         out: dict[str, Any] = {}
@@ -497,11 +496,7 @@ class Evaluator:
 
     def _x_get_attr_expr_term(self, node: Tree, scope: Scope) -> Any:
         base_node, attr = _kids(node)
-        try:
-            base = self._eval(base_node, scope)
-        except _RuntimeRef:
-            raise
-        return self._get_attr(base, attr, base_node)
+        return self._get_attr(self._eval(base_node, scope), attr)
 
     def _x_full_splat_expr_term(self, node: Tree, scope: Scope) -> Any:
         return self._splat(node, scope)
@@ -516,11 +511,11 @@ class Evaluator:
         out = []
         for item in items:
             for op in _kids(splat):
-                item = self._get_attr(item, op, base_node) if op.data == "get_attr" else self._index(item, op, scope)
+                item = self._get_attr(item, op) if op.data == "get_attr" else self._index(item, op, scope)
             out.append(item)
         return out
 
-    def _get_attr(self, base: Any, attr: Tree, base_node: Any) -> Any:
+    def _get_attr(self, base: Any, attr: Tree) -> Any:
         name = str(_kids(attr)[0].children[0])
         line = self.line(attr)
         if isinstance(base, LazyLocals):
@@ -861,7 +856,7 @@ def _binary(op: str, left: Any, right: Any, line: int | None) -> Any:
     return normalize_number(r)
 
 
-def _unknown_name(name: str, scope: Scope) -> str:
+def _unknown_name(name: str) -> str:
     return (
         f"unknown variable {json.dumps(name)}; use var.NAME or local.NAME, "
         f'and quote runtime values such as "${{{name}...}}"'

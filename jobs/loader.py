@@ -11,7 +11,7 @@ the file, the line and the field (see ``shoal.jobs.paths`` for the style).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -95,7 +95,7 @@ def _decode(data: bytes, name: str) -> str:
         raise JobFileError([Problem(name, line, "", "the job file is not UTF-8 text")]) from None
 
 
-def _reader_for(base: Path):  # type: ignore[no-untyped-def]
+def _reader_for(base: Path) -> Callable[[str], str]:
     """``file()`` for a job file in ``base``: reads UTF-8 text relative to it."""
 
     def read(rel: str) -> str:

@@ -121,6 +121,8 @@ class _Converter:
     def body(self, kind: str, labels: list[str], node: Node, path: FieldPath, line: int,
              skip: str | None = None) -> Block:
         blk = Block(kind, labels, line)
+        if node.kind == "scalar" and node.value is None:  # "logs:" with nothing under it: an empty block
+            return blk
         if node.kind != "map":
             self.problem(node.line, path, f"expected an object for this {kind} block, got {_kind(node)}")
             return blk
