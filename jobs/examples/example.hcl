@@ -56,13 +56,14 @@ job "example" {
       # "exec" and "raw_exec" run a command directly.
       driver = "container"
 
-      # The driver's options. The environment of every task holds NOMAD_*
-      # variables (allocation ID, ports, directories) that the shell expands;
-      # in the job file, $$ or a plain $ keeps them for the task to see.
+      # The driver's options: the image, and the command to run in it. Every
+      # task's environment holds NOMAD_* variables (allocation ID, task name,
+      # ports); here the shell expands $NOMAD_ALLOC_ID, so each allocation
+      # prints its own ID to its log (`shoal alloc logs ALLOC_ID`).
       config {
         image   = "busybox:latest"
         command = "/bin/sh"
-        args    = ["-c", "echo hello from $NOMAD_ALLOC_ID; while true; do sleep 3600; done"]
+        args    = ["-c", "trap 'exit 0' TERM; echo hello from $NOMAD_ALLOC_ID; sleep 3600 & wait"]
       }
 
       # Environment variables for the task.

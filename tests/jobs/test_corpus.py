@@ -25,6 +25,12 @@ _REASON = re.compile(
 pytestmark = pytest.mark.skipif(not FILES, reason=f"corpus not found at {CORPUS}")
 
 
+def _feature(field: str) -> str:
+    """The last name in a field path: 'job "x" group "g" volume "v"' -> 'volume', '... config.ports' -> 'ports'."""
+    last = re.sub(r' "[^"]*"$', "", field).rsplit(" ", 1)[-1]
+    return last.split(".")[-1].split("[")[0]
+
+
 def _load(path: Path) -> LoadedJob | JobFileError:
     try:
         return load_job_file(path)
@@ -58,13 +64,13 @@ def test_totals_and_reasons(results: dict[Path, LoadedJob | JobFileError]):
     accepted = [p for p, r in results.items() if isinstance(r, LoadedJob)]
     refused = {p: r for p, r in results.items() if isinstance(r, JobFileError)}
     print(f"\ncorpus: {len(accepted)} accepted, {len(refused)} refused")
-    reasons: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()  # files refused for each feature
     for path, err in refused.items():
         print(f"  refused {path.name}:")
         for p in err.problems:
             print(f"    line {p.line}: {p.field}: {p.message}")
-            reasons[p.field.rsplit(" ", 1)[-1].split(".")[-1].split("[")[0] or p.message] += 1
-    print("  most common reasons:", ", ".join(f"{k} ({n})" for k, n in reasons.most_common(12)))
+        reasons.update({_feature(p.field) or p.message for p in err.problems})
+    print("  files refused per feature:", ", ".join(f"{k} ({n})" for k, n in reasons.most_common(15)))
     for path in accepted:
         print(f"  accepted {path.name}")
     assert len(accepted) + len(refused) == len(FILES)
