@@ -48,8 +48,11 @@ def _open_log(path: Path) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
 
 
-def session_members(sid: int) -> list[int]:
-    """Pids whose process group or session is ``sid`` (the task's leader pid)."""
+def session_members(sid: int, *, zombies: bool = False, parent: int | None = None) -> list[int]:
+    """Pids whose process group or session is ``sid`` (the task's leader pid).
+
+    ``zombies`` includes exited, unreaped processes; ``parent`` keeps only that parent's children.
+    """
     members: list[int] = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -60,7 +63,11 @@ def session_members(sid: int) -> list[int]:
         except OSError:
             continue
         fields = data[data.rfind(")") + 2 :].split()
-        if len(fields) >= 4 and fields[0] not in ("Z", "X") and (int(fields[2]) == sid or int(fields[3]) == sid):
+        if len(fields) < 4 or (not zombies and fields[0] in ("Z", "X")):
+            continue
+        if parent is not None and int(fields[1]) != parent:
+            continue
+        if int(fields[2]) == sid or int(fields[3]) == sid:
             members.append(int(entry))
     return members
 
@@ -191,44 +198,50 @@ class RawExecDriver:
             return False
         return True
 
-    def _kill_session(self, handle: TaskHandle) -> list[int]:
-        """SIGKILL the group and every process left in the task's session; return the pids signalled."""
+    def _kill_session(self, handle: TaskHandle) -> None:
+        """SIGKILL the group, then every process left in the task's session (until none is left)."""
         if not self._leader_is_ours(handle):
-            return []
+            return
         sid = int(handle.state.get("pgid", handle.pid))
-        members = session_members(sid)
         self._signal_group(handle, _signal.SIGKILL)
-        for pid in members:
-            procwait.signal_process(pid, _signal.SIGKILL)
-        return members
+        for _round in range(10):  # a member may fork (or leave the group) while we kill
+            members = session_members(sid)
+            if not members:
+                return
+            for pid in members:
+                procwait.signal_process(pid, _signal.SIGKILL)
+
+    async def _reap_session(self, handle: TaskHandle) -> None:
+        """Reap the task's processes that were reparented to us (we are a subreaper) and have died."""
+        sid = int(handle.state.get("pgid", handle.pid))
+        me = os.getpid()
+        for _round in range(10):
+            orphans = session_members(sid, zombies=True, parent=me)  # the leader too: wait_pid joins its watcher
+            if not orphans:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*(procwait.wait_pid(p) for p in orphans)), _KILL_GRACE)
 
     async def stop(self, handle: TaskHandle, signal: str, timeout: float) -> None:
         exited = self._watch(handle)
         if not exited.done() and self._signal_group(handle, _signal_number(signal or "SIGTERM")):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(exited), max(timeout, 0.0))
-        leftovers = self._kill_session(handle)
+        self._kill_session(handle)
         try:
             await asyncio.wait_for(asyncio.shield(exited), _KILL_GRACE)
         except TimeoutError:
             raise DriverError(f"task pid {handle.pid} did not exit {_KILL_GRACE:.0f}s after SIGKILL",
                               recoverable=True) from None
-        await self._reap(leftovers)
-
-    async def _reap(self, pids: list[int]) -> None:
-        """Reap group members that were reparented to us (we are a subreaper) once they are dead."""
-        waits = [procwait.wait_pid(pid) for pid in pids if procwait.parent_pid(pid) == os.getpid()]
-        if waits:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*waits), _KILL_GRACE)
+        await self._reap_session(handle)
 
     async def destroy(self, handle: TaskHandle) -> None:
-        leftovers = self._kill_session(handle)
+        self._kill_session(handle)
         watcher = self._waits.existing(_wait_key(handle))
         if watcher is not None and not watcher.done():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(watcher), _KILL_GRACE)
-        await self._reap(leftovers)
+        await self._reap_session(handle)
         self._waits.forget(_wait_key(handle))
 
     async def recover(self, handle: TaskHandle) -> bool:

@@ -69,7 +69,7 @@ def test_own_session_and_process_group(raw_exec_driver: RawExecDriver, make_spec
 
 def test_stop_escalates_to_sigkill_for_the_whole_group(raw_exec_driver: RawExecDriver, make_spec, tracker, aio) -> None:
     # The shell and its sleep children ignore TERM (an ignored disposition is inherited).
-    spec = make_spec({"command": "sh", "args": ["-c", "trap '' TERM; sleep 30 & echo ready; while true; do sleep 0.1; done"]})
+    spec = make_spec({"command": "sh", "args": ["-c", "trap '' TERM; sleep 30 & echo ready; while true; do sleep 0.01; done"]})
 
     async def scenario():
         handle = tracker.add(raw_exec_driver, await raw_exec_driver.start(spec))
