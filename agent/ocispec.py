@@ -103,7 +103,7 @@ def process_args(config: Mapping[str, Any], image: ImageConfig) -> list[str]:
     return argv
 
 
-def merge_env(image_env: Sequence[str], task_env: Mapping[str, str], extra: Mapping[str, str] = {}) -> list[str]:
+def merge_env(image_env: Sequence[str], task_env: Mapping[str, str], extra: Mapping[str, str] | None = None) -> list[str]:
     """Image Env, then ``extra`` defaults that the image lacks, then the task's env (which wins)."""
     merged: dict[str, str] = {}
     for item in image_env:
@@ -112,7 +112,7 @@ def merge_env(image_env: Sequence[str], task_env: Mapping[str, str], extra: Mapp
             merged[key] = value
     if "PATH" not in merged:
         merged["PATH"] = DEFAULT_PATH_ENV.partition("=")[2]
-    for key, value in extra.items():
+    for key, value in (extra or {}).items():
         merged.setdefault(key, value)
     for key, value in task_env.items():
         merged[str(key)] = str(value)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import errno
 import os
 import signal as _signal
 from collections import OrderedDict
@@ -254,24 +253,6 @@ def signal_process(pid: int, sig: int, start_time: int | None = None) -> bool:
         return True
     finally:
         os.close(pidfd)
-
-
-def reap_nohang(pid: int) -> ProcExit | None:
-    """Reap ``pid`` if it is our exited child; None if it is running or not ours."""
-    try:
-        waited, status = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return None
-    except OSError as exc:  # pragma: no cover - EINTR is retried by Python
-        if exc.errno == errno.EINTR:
-            return None
-        raise
-    if waited == 0:
-        return None
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        return ProcExit(pid, 128 + sig, signal=sig)
-    return ProcExit(pid, os.waitstatus_to_exitcode(status))
 
 
 T = TypeVar("T")
