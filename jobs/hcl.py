@@ -128,6 +128,14 @@ class _BlockSyntax:
     node: Tree
 
 
+@dataclass(slots=True)
+class _TopLevel:
+    variables: list[_BlockSyntax] = field(default_factory=list)
+    shorthand: list[Tree] = field(default_factory=list)  # attributes of `variables { }` blocks
+    locals: list[Tree] = field(default_factory=list)
+    jobs: list[_BlockSyntax] = field(default_factory=list)
+
+
 def _split_block(node: Tree) -> _BlockSyntax:
     head: list[Tree] = []
     body: Tree | None = None
@@ -163,10 +171,23 @@ class _Reader:
             self.problems.append(Problem(self.filename, 1, "", f"syntax error: {str(e).splitlines()[0]}"))
             return
         self.ev = Evaluator(self.functions, text)
-        variables: list[_BlockSyntax] = []
-        shorthand: list[Tree] = []  # attributes of `variables { }` blocks
-        local_defs: list[Tree] = []
-        jobs: list[_BlockSyntax] = []
+        top = self._top_level(tree)
+        values, unset = self._variables(top.variables, top.shorthand, given)
+        local = LazyLocals()
+        scope: dict[str, Any] = {"var": variables_object(values, unset), "local": local}
+        local.scope = scope
+        self._locals(top.locals, local)
+        self._validations(top.variables, scope)
+        if not top.jobs:
+            self.problems.append(Problem(self.filename, 1, "", 'no job block found (expected job "NAME" { ... })'))
+            return
+        for extra in top.jobs[1:]:
+            self.problem(node_line(extra.node), child(ROOT, "job"), "only one job block is allowed per file")
+        self.job = self._block(top.jobs[0], scope, ROOT)
+
+    def _top_level(self, tree: Tree) -> _TopLevel:
+        """Sort the file's top-level blocks; anything but job, variable(s) and locals is reported."""
+        top = _TopLevel()
         for item in _kids(tree.children[0]):
             line = node_line(item)
             if item.data == "attribute":
@@ -175,37 +196,22 @@ class _Reader:
                              "a job file holds a job block, and variable and locals blocks")
                 continue
             blk = _split_block(item)
-            if blk.type == "variable":
-                variables.append(blk)
-            elif blk.type == "variables":
-                shorthand.extend(a for a in _kids(blk.body) if a.data == "attribute")
+            if blk.type in ("variables", "locals"):
+                target = top.shorthand if blk.type == "variables" else top.locals
+                target.extend(a for a in _kids(blk.body) if a.data == "attribute")
                 for b in _kids(blk.body):
                     if b.data == "block":
-                        self.problem(node_line(b), child(ROOT, "variables"),
-                                     "only attributes (name = default) are allowed in a variables block")
-            elif blk.type == "locals":
-                local_defs.extend(a for a in _kids(blk.body) if a.data == "attribute")
-                for b in _kids(blk.body):
-                    if b.data == "block":
-                        self.problem(node_line(b), child(ROOT, "locals"), "only attributes are allowed in a locals block")
+                        self.problem(node_line(b), child(ROOT, blk.type),
+                                     f"only attributes (name = value) are allowed in a {blk.type} block")
+            elif blk.type == "variable":
+                top.variables.append(blk)
             elif blk.type == "job":
-                jobs.append(blk)
+                top.jobs.append(blk)
             else:
                 self.problem(line, child(ROOT, blk.type),
                              f"unsupported top-level block {json.dumps(blk.type)}; "
                              "a job file holds one job block, and variable and locals blocks")
-        values, unset = self._variables(variables, shorthand, given)
-        local = LazyLocals()
-        scope: dict[str, Any] = {"var": variables_object(values, unset), "local": local}
-        local.scope = scope
-        self._locals(local_defs, local)
-        self._validations(variables, scope)
-        if not jobs:
-            self.problems.append(Problem(self.filename, 1, "", 'no job block found (expected job "NAME" { ... })'))
-            return
-        for extra in jobs[1:]:
-            self.problem(node_line(extra.node), child(ROOT, "job"), "only one job block is allowed per file")
-        self.job = self._block(jobs[0], scope, ROOT)
+        return top
 
     # -- variables and locals --
 
