@@ -22,7 +22,7 @@ Pure: no state reads, no clock; table-testable.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from shoal.jobs.model import Job, TaskGroup
@@ -253,40 +253,63 @@ def _reconcile_group(
             else:
                 result.stop.append(AllocStop(a, ALLOC_NOT_NEEDED, a.client_status))
 
-    used: set[int] = set()
+    # Names stay unique among live allocations: kept ones hold theirs, a replacement
+    # takes its predecessor's unless another already has it (duplicates), and
+    # everything else gets the lowest free index.
+    used = {a.index for a in c.keep if a.id not in victims}
+    index_of: dict[str, int] = {}
+    clashes: list[Allocation] = []
+    for a in (*c.lost, *c.reschedule, *c.update):
+        if a.id in victims:
+            continue
+        if a.index in used:
+            clashes.append(a)
+        else:
+            used.add(a.index)
+            index_of[a.id] = a.index
+    free = _free_indexes(used)
+    for a in clashes:
+        index_of[a.id] = next(free)
+
+    def name_for(a: Allocation) -> int:
+        return index_of[a.id]
+
     for a in c.lost:
         if a.id in victims:
             continue
-        used.add(a.index)
+        i = name_for(a)
         d.lost += 1
         d.stop += 1
         d.place += 1
         result.stop.append(AllocStop(a, ALLOC_LOST_DESC, ALLOC_LOST))
-        result.place.append(AllocPlace(group.name, alloc_name(job.id, group.name, a.index), a.index, a))
+        result.place.append(AllocPlace(group.name, alloc_name(job.id, group.name, i), i, a))
     for a in c.reschedule:
         if a.id in victims:
             continue
-        used.add(a.index)
+        i = name_for(a)
         d.reschedule += 1
         d.place += 1
-        result.place.append(AllocPlace(group.name, alloc_name(job.id, group.name, a.index), a.index, a, reschedule=True))
+        result.place.append(AllocPlace(group.name, alloc_name(job.id, group.name, i), i, a, reschedule=True))
     for a in c.update:
         if a.id in victims:
             continue
-        used.add(a.index)
+        i = name_for(a)
         d.destructive_update += 1
         result.stop.append(AllocStop(a, ALLOC_UPDATING, a.client_status))
-        result.place.append(AllocPlace(group.name, alloc_name(job.id, group.name, a.index), a.index, a, True))
-    for a in c.keep:
-        if a.id not in victims:
-            used.add(a.index)
+        result.place.append(AllocPlace(group.name, alloc_name(job.id, group.name, i), i, a, stop_previous=True))
 
     missing = count - (len(slots) - len(victims))
-    index = 0
-    while missing > 0:
-        while index in used:
-            index += 1
-        used.add(index)
+    for _ in range(missing):
+        i = next(free)
         d.place += 1
-        result.place.append(AllocPlace(group.name, alloc_name(job.id, group.name, index), index))
-        missing -= 1
+        result.place.append(AllocPlace(group.name, alloc_name(job.id, group.name, i), i))
+
+
+def _free_indexes(used: set[int]) -> Iterator[int]:
+    """The lowest indexes not in ``used`` (which it adds them to), in order."""
+    i = 0
+    while True:
+        if i not in used:
+            used.add(i)
+            yield i
+        i += 1

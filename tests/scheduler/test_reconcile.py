@@ -187,3 +187,18 @@ def test_scale_down_keeps_the_oldest_holder_of_a_duplicated_name(kit):
     result = reconcile(job, allocs, {})
     assert sorted(s.alloc.id for s in result.stop) == ["new0", "one"]
     assert result.place == []
+
+
+def test_replacements_of_a_duplicated_name_get_fresh_names(kit):
+    job = kit.job("app", kit.group("web", count=3))
+    down = kit.node("dead", status=NODE_DOWN)
+    allocs = [
+        kit.alloc(job, "web", 0, "n1", alloc_id="kept0"),
+        kit.alloc(job, "web", 0, "dead", alloc_id="lost0"),
+        kit.alloc(job, "web", 1, "dead", alloc_id="lost1"),
+    ]
+    result = reconcile(job, allocs, {"dead": down})
+    assert sorted((p.name, p.previous.id) for p in result.place) == [
+        ("app.web[1]", "lost1"),
+        ("app.web[2]", "lost0"),
+    ]
