@@ -414,8 +414,15 @@ def group_constraints(job: Job, group: TaskGroup) -> tuple[list[Constraint], lis
 class _Compiled:
     name: str
     operator: str
-    left: int  # index into the computed-class tuple
+    left: int  # index into the computed-class tuple, or -1 for a literal
     right: int
+    left_literal: str = ""
+    right_literal: str = ""
+
+
+def _is_literal(target: str) -> bool:
+    t = target.strip()
+    return not (t.startswith("${") and t.endswith("}"))
 
 
 class GroupFeasibility:
@@ -424,9 +431,11 @@ class GroupFeasibility:
     ``reason(node)`` is None when the node is feasible, else the name of the first
     checker that filtered it. ``plan_checkers`` are evaluated per node every time
     (they depend on the plan in progress); job-level ones are passed in shared.
+    The computed class is the tuple of the node's values for the ``${...}``
+    targets of the group's constraints; literals are folded in once.
     """
 
-    __slots__ = ("drivers", "checkers", "plan_checkers", "_targets", "_compiled", "_cache", "_escaped")
+    __slots__ = ("drivers", "plan_checkers", "_targets", "_compiled", "_cache", "_escaped")
 
     def __init__(
         self,
@@ -436,9 +445,7 @@ class GroupFeasibility:
         job_plan_checkers: Sequence[FeasibilityChecker] = (),
     ) -> None:
         attrs, plan = group_constraints(job, group)
-        drivers = frozenset(t.driver for t in group.tasks if t.driver)
-        self.drivers = DriverChecker(drivers) if drivers else None
-        self.checkers = [ConstraintChecker(c) for c in attrs]
+        self.drivers: tuple[str, ...] = tuple(sorted({t.driver for t in group.tasks if t.driver}))
         group_plan: list[FeasibilityChecker] = []
         for c in plan:
             if c.operator == DISTINCT_HOSTS:
@@ -449,17 +456,20 @@ class GroupFeasibility:
         self.plan_checkers: list[FeasibilityChecker] = [*job_plan_checkers, *group_plan]
         targets: list[str] = []
         index: dict[str, int] = {}
-        compiled: list[_Compiled] = []
-        for c in attrs:
-            ids = []
-            for t in (c.attribute, c.value):
-                if t not in index:
-                    index[t] = len(targets)
-                    targets.append(t)
-                ids.append(index[t])
-            compiled.append(_Compiled(constraint_name(c), c.operator, ids[0], ids[1]))
+
+        def slot(t: str) -> int:
+            if _is_literal(t):
+                return -1
+            if t not in index:
+                index[t] = len(targets)
+                targets.append(t)
+            return index[t]
+
+        self._compiled = [
+            _Compiled(constraint_name(c), c.operator, slot(c.attribute), slot(c.value), c.attribute, c.value)
+            for c in attrs
+        ]
         self._targets: tuple[Resolver, ...] = tuple(resolver(t) for t in targets)
-        self._compiled = compiled
         self._cache: dict[tuple[Value, ...], str | None] = {}
         self._escaped = any(is_unique_target(t) for t in targets)
 
@@ -467,23 +477,29 @@ class GroupFeasibility:
         return [c for c in self.plan_checkers if isinstance(c, DistinctPropertyChecker)]
 
     def _constraints_reason(self, node: Node) -> str | None:
-        values = tuple(r(node) for r in self._targets)
-        if not self._escaped:
+        values = tuple([r(node) for r in self._targets])
+        escaped = self._escaped
+        if not escaped:
             hit = self._cache.get(values, False)
             if hit is not False:
                 return hit  # type: ignore[return-value]
         why: str | None = None
         for c in self._compiled:
-            if not check_operator(c.operator, values[c.left], values[c.right]):
+            left = values[c.left] if c.left >= 0 else c.left_literal
+            right = values[c.right] if c.right >= 0 else c.right_literal
+            if not check_operator(c.operator, left, right):
                 why = c.name
                 break
-        if not self._escaped:
+        if not escaped:
             self._cache[values] = why
         return why
 
     def reason(self, node: Node) -> str | None:
-        if self.drivers is not None and not self.drivers.feasible(node):
-            return self.drivers.name
+        if self.drivers:
+            have = node.drivers
+            for d in self.drivers:
+                if d not in have:
+                    return FILTER_MISSING_DRIVERS
         if self._compiled:
             why = self._constraints_reason(node)
             if why is not None:

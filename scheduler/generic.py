@@ -245,7 +245,7 @@ class GenericScheduler:
         )
         limit = placement_limit(node_count, batch=job.type == BATCH, score_all=affinity is not None)
         selector = LimitSelector(limit, self.max_skip, self.score_threshold)
-        props = [c for c in feasibility.plan_checkers if isinstance(c, DistinctPropertyChecker)]
+        props = feasibility.distinct_property_checkers()
         return _GroupPlacer(group, ask, ranker, selector, props)
 
     def _count_properties(

@@ -127,22 +127,40 @@ class GroupRanker:
 
     def rank(self, nodes: Iterable[Node], metrics: PlacementMetrics) -> Iterator[RankedNode]:
         """Yield each feasible node the group fits on, with its score, recording
-        in ``metrics`` why the others were passed over."""
-        feasibility, usage, ask, group = self.feasibility, self.usage, self.ask, self.group
-        fit_score = score_fit_spread if self.algorithm == SPREAD else score_fit_binpack
+        in ``metrics`` why the others were passed over.
+
+        The hot loop of the scheduler: :func:`exhausted_dimension` and
+        :func:`score_fit_binpack`/:func:`score_fit_spread` are inlined here.
+        """
+        reason, usage, group = self.feasibility.reason, self.usage, self.group
+        tallies = usage.tallies
+        ask = self.ask
+        ask_cpu, ask_mem, ask_disk = ask.cpu, ask.memory, ask.disk
+        spread = self.algorithm == SPREAD
         affinity, penalty_nodes, count = self.affinity, self.penalty_nodes, self.desired_count
         for node in nodes:
             metrics.nodes_evaluated += 1
-            why = feasibility.reason(node)
+            why = reason(node)
             if why is not None:
                 metrics.filter(why)
                 continue
-            tally = usage.tally(node)
-            dim = exhausted_dimension(tally, ask)
-            if dim is not None:
-                metrics.exhaust(dim)
+            tally = tallies.get(node.id) or usage.tally(node)
+            cpu = tally.cpu + ask_cpu
+            mem = tally.memory + ask_mem
+            if cpu > tally.cpu_cap:
+                metrics.exhaust(CPU)
                 continue
-            total = fit_score(tally, ask) / MAX_FIT_SCORE
+            if mem > tally.memory_cap:
+                metrics.exhaust(MEMORY)
+                continue
+            if tally.disk + ask_disk > tally.disk_cap:
+                metrics.exhaust(DISK)
+                continue
+            free_cpu = 1.0 - cpu / tally.cpu_cap if tally.cpu_cap > 0 else 0.0
+            free_mem = 1.0 - mem / tally.memory_cap if tally.memory_cap > 0 else 0.0
+            fit = 10.0**free_cpu + 10.0**free_mem
+            fit = fit - 2.0 if spread else 20.0 - fit
+            total = (0.0 if fit < 0.0 else MAX_FIT_SCORE if fit > MAX_FIT_SCORE else fit) / MAX_FIT_SCORE
             n = 1
             collisions = usage.group_count(node.id, group)
             if collisions:

@@ -43,11 +43,11 @@ class NodeTally:
 class PlanUsage:
     """Per-node tallies and the job's per-node allocation counts, plan included."""
 
-    __slots__ = ("_state", "_tallies", "_stopped", "_job_counts", "_group_counts")
+    __slots__ = ("_state", "tallies", "_stopped", "_job_counts", "_group_counts")
 
     def __init__(self, state: StateReader, job_allocs: Iterable[Allocation] = ()) -> None:
         self._state = state
-        self._tallies: dict[str, NodeTally] = {}
+        self.tallies: dict[str, NodeTally] = {}  # node id -> tally, for nodes looked at so far
         self._stopped: set[str] = set()  # ids of allocations this plan stops
         self._job_counts: dict[str, int] = {}
         self._group_counts: dict[tuple[str, str], int] = {}
@@ -58,7 +58,7 @@ class PlanUsage:
     # -- tallies --
 
     def tally(self, node: Node) -> NodeTally:
-        t = self._tallies.get(node.id)
+        t = self.tallies.get(node.id)
         if t is None:
             t = self._build(node)
         return t
@@ -75,7 +75,7 @@ class PlanUsage:
             mem += r.memory
             disk += r.disk
         t.cpu, t.memory, t.disk = cpu, mem, disk
-        self._tallies[node.id] = t
+        self.tallies[node.id] = t
         return t
 
     # -- the plan --
@@ -92,7 +92,7 @@ class PlanUsage:
             self._stopped.add(alloc.id)
             return
         self._stopped.add(alloc.id)
-        t = self._tallies.get(alloc.node_id)
+        t = self.tallies.get(alloc.node_id)
         if t is not None:
             t.add(alloc.resources, -1)
         self._count(alloc, -1)
@@ -104,7 +104,7 @@ class PlanUsage:
         self._stopped.discard(alloc.id)
         if alloc.terminal():
             return
-        t = self._tallies.get(alloc.node_id)
+        t = self.tallies.get(alloc.node_id)
         if t is not None:
             t.add(alloc.resources)
         self._count(alloc, 1)

@@ -120,3 +120,18 @@ def test_group_ranker_records_metrics_and_applies_penalties(kit):
     ranked = {r.node.id: r.score for r in ranker.rank(nodes, PlacementMetrics())}
     free_fit = score_fit_binpack(usage.tally(nodes[2]), ranker.ask) / MAX_FIT_SCORE
     assert ranked["free"] == pytest.approx((free_fit - 1.0) / 2)
+
+
+@pytest.mark.parametrize("algorithm", ["binpack", "spread"])
+def test_ranker_scores_equal_the_fit_functions(kit, algorithm):
+    group = kit.group("web", count=1, cpu=700, memory=900, disk=10)
+    job = kit.job("app", group)
+    other = kit.job("other", kit.group("db", cpu=1300, memory=2500))
+    nodes = [kit.node("a"), kit.node("b"), kit.node("c", cpu=2000, memory=3000)]
+    existing = [kit.alloc(other, "db", 0, "b"), kit.alloc(other, "db", 1, "c")]
+    usage = PlanUsage(kit.state(nodes, [job, other], existing), [])
+    ask = Resources(cpu=700, memory=900, disk=10)
+    ranker = GroupRanker("web", ask, 1, GroupFeasibility(job, group, usage), usage, algorithm=algorithm)
+    fit = score_fit_spread if algorithm == "spread" else score_fit_binpack
+    for r in ranker.rank(nodes, PlacementMetrics()):
+        assert r.score == pytest.approx(fit(usage.tally(r.node), ask) / MAX_FIT_SCORE)
