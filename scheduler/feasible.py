@@ -52,12 +52,13 @@ class FeasibilityChecker(Protocol):
 # -- targets ------------------------------------------------------------------
 
 
+def _is_literal(target: str) -> bool:
+    t = target.strip()
+    return not (t.startswith("${") and t.endswith("}"))
+
+
 def _literal(text: str) -> Resolver:
     return lambda node: text
-
-
-def _node_field(getter: Callable[[Node], str]) -> Resolver:
-    return getter
 
 
 def _dict_key(which: str, key: str) -> Resolver:
@@ -83,12 +84,11 @@ def _missing(node: Node) -> Value:
 def resolver(target: str) -> Resolver:
     """Compile a constraint target: ``${attr.kernel.name}``, ``${node.datacenter}``,
     ``${meta.rack}``, ... or a literal. Unknown ``${...}`` targets resolve to None."""
-    t = target.strip()
-    if not (t.startswith("${") and t.endswith("}")):
+    if _is_literal(target):
         return _literal(target)
-    inner = t[2:-1].strip()
+    inner = target.strip()[2:-1].strip()
     if inner in _NODE_FIELDS:
-        return _node_field(_NODE_FIELDS[inner])
+        return _NODE_FIELDS[inner]
     for prefix, which in (("attr.", "attr"), ("meta.", "meta")):
         if inner.startswith(prefix) and len(inner) > len(prefix):
             return _dict_key(which, inner[len(prefix):])
@@ -418,11 +418,6 @@ class _Compiled:
     right: int
     left_literal: str = ""
     right_literal: str = ""
-
-
-def _is_literal(target: str) -> bool:
-    t = target.strip()
-    return not (t.startswith("${") and t.endswith("}"))
 
 
 class GroupFeasibility:

@@ -62,14 +62,14 @@ def score_fit_binpack(tally: NodeTally, ask: Resources) -> float:
     """``20 - (10^freeCpu + 10^freeMem)`` bounded to 0..18: 18 for a node the
     allocation fills exactly, 0 for an empty one."""
     free_cpu, free_mem = _free_fractions(tally, ask)
-    score = 20.0 - (10.0**free_cpu + 10.0**free_mem)
+    score: float = 20.0 - (10.0**free_cpu + 10.0**free_mem)
     return min(max(score, 0.0), MAX_FIT_SCORE)
 
 
 def score_fit_spread(tally: NodeTally, ask: Resources) -> float:
     """``(10^freeCpu + 10^freeMem) - 2`` bounded to 0..18: the reverse of binpack."""
     free_cpu, free_mem = _free_fractions(tally, ask)
-    score = (10.0**free_cpu + 10.0**free_mem) - 2.0
+    score: float = (10.0**free_cpu + 10.0**free_mem) - 2.0
     return min(max(score, 0.0), MAX_FIT_SCORE)
 
 
@@ -158,7 +158,7 @@ class GroupRanker:
                 continue
             free_cpu = 1.0 - cpu / tally.cpu_cap if tally.cpu_cap > 0 else 0.0
             free_mem = 1.0 - mem / tally.memory_cap if tally.memory_cap > 0 else 0.0
-            fit = 10.0**free_cpu + 10.0**free_mem
+            fit: float = 10.0**free_cpu + 10.0**free_mem
             fit = fit - 2.0 if spread else 20.0 - fit
             total = (0.0 if fit < 0.0 else MAX_FIT_SCORE if fit > MAX_FIT_SCORE else fit) / MAX_FIT_SCORE
             n = 1
