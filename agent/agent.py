@@ -56,7 +56,9 @@ class Agent:
         data = self.cfg.data_dir
         (data / "allocs").mkdir(parents=True, exist_ok=True)
         images = ImageStore(self.cfg.image_dir)
-        self.drivers = build_drivers(images, raw_exec_enabled=self.cfg.raw_exec, runc_root=self.cfg.runc_root)
+        self.drivers = build_drivers(
+            images, raw_exec_enabled=self.cfg.raw_exec, runc_root=self.cfg.runc_root, state_dir=data / "containers"
+        )
         self.rpc.stream("Agent.Logs", self.logs)
         host = self.cfg.rpc_bind.rsplit(":", 1)[0]
         port = await self.rpc.start(self.cfg.rpc_bind)

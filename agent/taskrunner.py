@@ -178,4 +178,6 @@ class TaskRunner:
             try:
                 await self.driver.stop(self.handle, self.task.kill_signal, self.task.kill_timeout)
             except Exception as exc:
-                log.warning("stopping task failed", alloc_id=self.alloc.id, task=self.task.name, error=str(exc))
+                # A stop that failed must not leave the task running: destroy kills and removes it.
+                log.warning("stopping task failed; destroying it", alloc_id=self.alloc.id, task=self.task.name, error=str(exc))
+                await self._destroy()

@@ -82,8 +82,8 @@ async def run_agent(args: argparse.Namespace) -> int:
                     raft_bind=raft,
                     raft_peers=peers,
                     bootstrap_expect=args.bootstrap_expect,
-                    raft_min_timeout=0.3 if args.dev else 1.0,
-                    raft_max_timeout=0.6 if args.dev else 2.5,
+                    raft_min_timeout=0.4 if args.dev else 1.0,
+                    raft_max_timeout=0.8 if args.dev else 2.5,
                 )
             )
             await server.start()

@@ -79,7 +79,10 @@ def test_job_runs_logs_and_stops_cleanly(dev_agent, tmp_path):
 def test_example_job_runs_three_containers(dev_agent):
     example = Path(__file__).resolve().parents[2] / "jobs" / "examples" / "example.hcl"
     r = dev_agent.cli("job", "run", str(example))
-    assert r.code == 0, r.out + r.err
+    if r.code != 0:
+        failed = [a for a in dev_agent.cli("job", "status", "example", "--json").json()["allocations"] if a["client_status"] == "failed"]
+        details = "".join(dev_agent.cli("alloc", "status", a["id"]).out for a in failed)
+        raise AssertionError(r.out + r.err + details)
     status = dev_agent.cli("job", "status", "example", "--json").json()
     running = [a for a in status["allocations"] if a["client_status"] == "running"]
     assert len(running) == 3
