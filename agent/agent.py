@@ -166,7 +166,7 @@ class Agent:
         index = 0
         while True:
             resp = await self._call(
-                "Node.Allocations", {"node_id": self.node.id, "min_index": index, "wait": WATCH_WAIT}, timeout=WATCH_WAIT + 10
+                "Node.Allocations", {"node_id": self.node.id, "min_index": index, "wait": WATCH_WAIT, "stale": True}, timeout=WATCH_WAIT + 10
             )
             index = int(resp.get("index") or 0)
             jobs = {k: (codec.from_plain(Job, v) if v else None) for k, v in (resp.get("jobs") or {}).items()}

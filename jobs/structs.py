@@ -187,3 +187,14 @@ class JobSummary:
 
     job_id: str = ""
     groups: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ServerMember:
+    """A server of the Raft group: its Raft address and the API address clients and peers use."""
+
+    raft: str = ""
+    api: str = ""
+    name: str = ""
+    create_index: int = 0
+    modify_index: int = 0

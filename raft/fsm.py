@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
 import structlog
 
 from shoal import codec
@@ -67,31 +68,46 @@ class FSM:
             ops.EVAL_UPSERT: self._eval_upsert,
             ops.PLAN_APPLY: self._plan_apply,
             ops.ALLOC_CLIENT_UPDATE: self._alloc_client_update,
+            ops.SERVER_UPSERT: self._server_upsert,
+            ops.SERVER_REMOVE: self._server_remove,
         }
 
     # --- entry point ---
     def apply(self, op: str, payload: bytes) -> ApplyResult:
+        """Apply one command (or a ``batch`` of them); listeners hear of it once."""
         with self.store.lock:
-            index = self.store.index + 1
-            try:
-                if op == ops.NOOP:
-                    result = ApplyResult(index)
-                else:
-                    handler = self._handlers.get(op)
-                    if handler is None:
-                        result = ApplyResult(index, error=f"unknown operation {op!r}")
-                    else:
-                        result = handler(codec.decode(payload, ops.PAYLOADS[op]), index)
-                self.store.bump(index, {c.topic for c in result.changes} | {"_all"})
-            except Exception as exc:  # never raise into PySyncObj
-                log.error("fsm apply failed", op=op, index=index, error=repr(exc))
-                self.store.bump(index, {"_all"})
-                result = ApplyResult(index, error=f"internal error applying {op}: {exc}")
+            if op == ops.BATCH:
+                results = [self._apply_one(sub_op, sub_payload) for sub_op, sub_payload in _batch_items(payload)]
+                result = ApplyResult(
+                    self.store.index,
+                    {"results": [(r.index, r.value, r.error) for r in results]},
+                    changes=[c for r in results for c in r.changes],
+                )
+            else:
+                result = self._apply_one(op, payload)
         for listener in self.listeners:
             try:
                 listener(result)
             except Exception as exc:
                 log.error("fsm listener failed", error=repr(exc))
+        return result
+
+    def _apply_one(self, op: str, payload: bytes) -> ApplyResult:
+        index = self.store.index + 1
+        try:
+            if op == ops.NOOP:
+                result = ApplyResult(index)
+            else:
+                handler = self._handlers.get(op)
+                if handler is None:
+                    result = ApplyResult(index, error=f"unknown operation {op!r}")
+                else:
+                    result = handler(codec.decode(payload, ops.PAYLOADS[op]), index)
+            self.store.bump(index, {c.topic for c in result.changes} | {"_all"})
+        except Exception as exc:  # never raise into PySyncObj
+            log.error("fsm apply failed", op=op, index=index, error=repr(exc))
+            self.store.bump(index, {"_all"})
+            result = ApplyResult(index, error=f"internal error applying {op}: {exc}")
         return result
 
     # --- handlers ---
@@ -237,3 +253,27 @@ class FSM:
             changes.append(Change(index, "Allocation", "AllocationUpdated", alloc.id, alloc))
         self._put_evals(p.evals, index, changes)
         return ApplyResult(index, {"updated": len(p.updates) - ignored, "ignored": ignored}, changes=changes)
+
+    def _server_upsert(self, p: ops.ServerUpsert, index: int) -> ApplyResult:
+        m = p.member
+        old = self.store.t.servers.get(m.raft)
+        m.create_index = old.create_index if old else index
+        m.modify_index = index
+        self.store.t.servers[m.raft] = m
+        return ApplyResult(index, changes=[Change(index, "Server", "ServerJoined", m.raft, m)])
+
+    def _server_remove(self, p: ops.ServerRemove, index: int) -> ApplyResult:
+        self.store.t.servers.pop(p.raft, None)
+        return ApplyResult(index, changes=[Change(index, "Server", "ServerLeft", p.raft, None)])
+
+
+def encode_batch(items: list[tuple[str, bytes]]) -> bytes:
+    return msgpack.packb([[op, payload] for op, payload in items], use_bin_type=True)
+
+
+def _batch_items(payload: bytes) -> list[tuple[str, bytes]]:
+    try:
+        return [(str(op), bytes(p)) for op, p in msgpack.unpackb(payload, raw=False)]
+    except Exception as exc:
+        log.error("malformed batch", error=repr(exc))
+        return []

@@ -23,12 +23,14 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 
 from shoal import codec
 from shoal.errors import NoLeader, ShoalError
-from shoal.raft.fsm import FSM
+from shoal.raft import ops
+from shoal.raft.fsm import FSM, encode_batch
 
 log = structlog.get_logger("shoal.raft")
 
 SNAPSHOT_MAGIC = b"SHOALSNAP1"
 DEFAULT_WRITE_TIMEOUT = 10.0
+MAX_BATCH = 256
 
 
 @dataclass(slots=True)
@@ -66,6 +68,8 @@ class RaftNode:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._replica: _Replica | None = None
         self._is_leader = False
+        self._pending: list[tuple[str, bytes, asyncio.Future]] = []
+        self._flush_scheduled = False
 
     # --- lifecycle ---
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -122,17 +126,18 @@ class RaftNode:
 
     # --- writes ---
     async def submit(self, op: str, payload: Any, timeout: float = DEFAULT_WRITE_TIMEOUT) -> tuple[int, dict[str, Any]]:
-        """Commit ``op`` through Raft; return (index, value) once a majority has it."""
-        assert self._replica is not None and self._loop is not None
-        loop = self._loop
-        fut: asyncio.Future[tuple[Any, int]] = loop.create_future()
+        """Commit ``op`` through Raft; return (index, value) once a majority has it.
 
-        def done(result: Any, err: int) -> None:
-            loop.call_soon_threadsafe(_resolve, fut, result, err)
-
-        self._replica.apply(op, codec.encode(payload), callback=done)
+        Writes submitted in the same event-loop turn travel as one Raft entry (group commit)."""
+        if self._replica is None or self._loop is None:
+            raise NoLeader("no cluster leader: this server has not joined its cluster yet")
+        fut: asyncio.Future[tuple[Any, int]] = self._loop.create_future()
+        self._pending.append((op, codec.encode(payload), fut))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
         try:
-            result, err = await asyncio.wait_for(fut, timeout)
+            result, err = await asyncio.wait_for(asyncio.shield(fut), timeout)
         except TimeoutError:
             raise NoLeader(f"no cluster leader: the write was not committed within {timeout:g}s") from None
         if err != FAIL_REASON.SUCCESS:
@@ -142,11 +147,30 @@ class RaftNode:
             raise ShoalError(error)
         return index, value
 
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        pending, self._pending = self._pending, []
+        replica, loop = self._replica, self._loop
+        if replica is None or loop is None:
+            for _, _, fut in pending:
+                _resolve(fut, None, FAIL_REASON.MISSING_LEADER)
+            return
+        for i in range(0, len(pending), MAX_BATCH):
+            chunk = pending[i : i + MAX_BATCH]
+            if len(chunk) == 1:
+                op, data, fut = chunk[0]
+                replica.apply(op, data, callback=lambda r, e, f=fut: loop.call_soon_threadsafe(_resolve, f, r, e))
+            else:
+                futs = [f for _, _, f in chunk]
+                replica.apply(
+                    ops.BATCH,
+                    encode_batch([(op, data) for op, data, _ in chunk]),
+                    callback=lambda r, e, fs=futs: loop.call_soon_threadsafe(_resolve_batch, fs, r, e),
+                )
+
     async def barrier(self, timeout: float = DEFAULT_WRITE_TIMEOUT) -> int:
         """Commit a no-op: every write acknowledged before it is now applied here."""
-        from shoal.raft.ops import NOOP
-
-        index, _ = await self.submit(NOOP, {}, timeout)
+        index, _ = await self.submit(ops.NOOP, {}, timeout)
         return index
 
     # --- membership ---
@@ -212,6 +236,16 @@ class RaftNode:
 def _resolve(fut: asyncio.Future, result: Any, err: int) -> None:
     if not fut.done():
         fut.set_result((result, err))
+
+
+def _resolve_batch(futs: list[asyncio.Future], result: Any, err: int) -> None:
+    if err != FAIL_REASON.SUCCESS or result is None:
+        for f in futs:
+            _resolve(f, None, err if err != FAIL_REASON.SUCCESS else FAIL_REASON.DISCARDED)
+        return
+    results = result[1].get("results") or []
+    for f, r in zip(futs, results):
+        _resolve(f, tuple(r), FAIL_REASON.SUCCESS)
 
 
 def _reason(err: int) -> str:

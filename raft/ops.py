@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from shoal.jobs.model import Job
-from shoal.jobs.structs import AllocUpdate, Allocation, Evaluation, Node
+from shoal.jobs.structs import AllocUpdate, Allocation, Evaluation, Node, ServerMember
 
 JOB_REGISTER = "job.register"
 JOB_DEREGISTER = "job.deregister"
@@ -19,7 +19,10 @@ NODE_ELIGIBILITY = "node.eligibility"
 EVAL_UPSERT = "eval.upsert"
 PLAN_APPLY = "plan.apply"
 ALLOC_CLIENT_UPDATE = "alloc.client_update"
+SERVER_UPSERT = "server.upsert"
+SERVER_REMOVE = "server.remove"
 NOOP = "noop"
+BATCH = "batch"  # several commands committed as one Raft entry (group commit)
 
 
 @dataclass(slots=True)
@@ -93,7 +96,19 @@ class AllocClientUpdate:
     now: float = 0.0
 
 
+@dataclass(slots=True)
+class ServerUpsert:
+    member: ServerMember = field(default_factory=ServerMember)
+
+
+@dataclass(slots=True)
+class ServerRemove:
+    raft: str = ""
+
+
 PAYLOADS: dict[str, type] = {
+    SERVER_UPSERT: ServerUpsert,
+    SERVER_REMOVE: ServerRemove,
     JOB_REGISTER: JobRegister,
     JOB_DEREGISTER: JobDeregister,
     NODE_REGISTER: NodeRegister,

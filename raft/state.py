@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shoal.jobs.model import Job
-from shoal.jobs.structs import Allocation, Evaluation, Node
+from shoal.jobs.structs import Allocation, Evaluation, Node, ServerMember
 
 JobKey = tuple[str, str]  # (namespace, job id)
 
@@ -30,6 +30,7 @@ class Tables:
     evals: dict[str, Evaluation] = field(default_factory=dict)
     allocs: dict[str, Allocation] = field(default_factory=dict)
     nodes: dict[str, Node] = field(default_factory=dict)
+    servers: dict[str, ServerMember] = field(default_factory=dict)  # by Raft address
     # secondary indexes: sets of alloc ids
     allocs_by_job: dict[JobKey, set[str]] = field(default_factory=lambda: defaultdict(set))
     allocs_by_node: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
@@ -92,6 +93,13 @@ class StateSnapshot:
         ids = self._t.allocs_by_node.get(node_id, ())
         return [self._t.allocs[i] for i in ids]
 
+    # servers
+    def servers(self) -> list[ServerMember]:
+        return sorted(self._t.servers.values(), key=lambda m: m.raft)
+
+    def server(self, raft: str) -> ServerMember | None:
+        return self._t.servers.get(raft)
+
     # evaluations
     def eval(self, eval_id: str) -> Evaluation | None:
         return self._t.evals.get(eval_id)
@@ -127,6 +135,7 @@ class StateStore:
                 evals=dict(t.evals),
                 allocs=dict(t.allocs),
                 nodes=dict(t.nodes),
+                servers=dict(t.servers),
                 allocs_by_job={k: set(v) for k, v in t.allocs_by_job.items()},
                 allocs_by_node={k: set(v) for k, v in t.allocs_by_node.items()},
                 evals_by_job={k: set(v) for k, v in t.evals_by_job.items()},
@@ -189,6 +198,7 @@ class StateStore:
                 "evals": [to_plain(e) for e in t.evals.values()],
                 "allocs": [to_plain(a) for a in t.allocs.values()],
                 "nodes": [to_plain(n) for n in t.nodes.values()],
+                "servers": [to_plain(m) for m in t.servers.values()],
             }
 
     def load(self, data: dict[str, Any]) -> None:
@@ -208,5 +218,8 @@ class StateStore:
                 self.put_alloc(from_plain(Allocation, raw))
             for raw in data.get("nodes", ()):
                 self.put_node(from_plain(Node, raw))
+            for raw in data.get("servers", ()):
+                m = from_plain(ServerMember, raw)
+                self.t.servers[m.raft] = m
             self.t.table_index = dict(data.get("table_index", {}))
             self.t.index = int(data.get("index", 0))

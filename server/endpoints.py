@@ -8,7 +8,8 @@ fail on bad input); reads of lists and allocations are blocking queries:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from shoal import codec
@@ -24,6 +25,7 @@ from shoal.jobs.structs import (
     Evaluation,
     JobSummary,
     Node,
+    ServerMember,
 )
 from shoal.jobs.validate import validate_job
 from shoal.raft import ops
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     from shoal.server.server import Server
 
 MAX_WAIT = 300.0
+EVENT_BUFFER = 1024
 
 
 def job_summary(snap: StateSnapshot, job: Job) -> JobSummary:
@@ -77,23 +80,45 @@ class Endpoints:
         self.watch = server.watch
 
     def register(self, rpc: RpcServer) -> None:
-        for name, fn in {
+        # Answered by the leader (forwarded there from any server).
+        writes = {
             "Job.Register": self.job_register,
             "Job.Deregister": self.job_deregister,
+            "Node.Register": self.node_register,
+            "Node.Heartbeat": self.node_heartbeat,
+            "Alloc.Update": self.alloc_update,
+            "Operator.RaftAddPeer": self.raft_add_peer,
+            "Operator.RaftRemovePeer": self.raft_remove_peer,
+        }
+        # Consistent reads go to the leader too; with ``stale`` any server answers from its own state.
+        reads = {
             "Job.List": self.job_list,
             "Job.Get": self.job_get,
             "Eval.Get": self.eval_get,
-            "Node.Register": self.node_register,
-            "Node.Heartbeat": self.node_heartbeat,
             "Node.List": self.node_list,
             "Node.Get": self.node_get,
             "Node.Allocations": self.node_allocations,
             "Alloc.List": self.alloc_list,
             "Alloc.Get": self.alloc_get,
-            "Alloc.Update": self.alloc_update,
-            "Status.Leader": self.status_leader,
-        }.items():
-            rpc.unary(name, fn)
+            "Server.Members": self.server_members,
+        }
+        for name, fn in writes.items():
+            rpc.unary(name, self._on_leader(name, fn, stale_ok=False))
+        for name, fn in reads.items():
+            rpc.unary(name, self._on_leader(name, fn, stale_ok=True))
+        # Answered by whichever server is asked.
+        rpc.unary("Status.Leader", self.status_leader)
+        rpc.unary("Server.Info", self.server_info)
+        rpc.unary("Operator.RaftPeers", self.raft_peers)
+        rpc.stream("Event.Stream", self.event_stream)
+
+    def _on_leader(self, name: str, fn: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]], *, stale_ok: bool):
+        async def handler(req: dict[str, Any]) -> dict[str, Any]:
+            if stale_ok and req.get("stale"):
+                return await fn(req)
+            return await self.server.forward(name, req, fn)
+
+        return handler
 
     # --- helpers ---
     async def _blocking(self, req: dict[str, Any], topics: Iterable[str], read: Callable[[StateSnapshot], dict[str, Any]]) -> dict[str, Any]:
@@ -287,6 +312,103 @@ class Endpoints:
         index, value = await self.server.raft.submit(ops.ALLOC_CLIENT_UPDATE, payload)
         return {"index": index, **value}
 
-    # --- status ---
+    # --- servers, Raft membership ---
     async def status_leader(self, req: dict[str, Any]) -> dict[str, Any]:
-        return {"leader": self.server.raft.leader, "is_leader": self.server.raft.is_leader}
+        leader = self.server.raft.leader
+        return {"leader": leader, "leader_api": self.server.api_of(leader), "is_leader": self.server.raft.is_leader}
+
+    async def server_info(self, req: dict[str, Any]) -> dict[str, Any]:
+        raft = self.server.raft
+        return {
+            "name": self.server.name,
+            "api": self.server.cfg.rpc_bind,
+            "raft": self.server.cfg.raft_bind,
+            "leader": raft.leader,
+            "is_leader": raft.is_leader,
+            "peers": [p["address"] for p in raft.peers()],
+            "index": self.store.index,
+            "raft_status": raft.status(),
+        }
+
+    async def server_members(self, req: dict[str, Any]) -> dict[str, Any]:
+        raft = self.server.raft
+        leader = raft.leader
+        connected = {p["address"]: p["connected"] for p in raft.peers()}
+        with self.store.reader() as s:
+            members = [
+                {"name": m.name, "api": m.api, "raft": m.raft, "leader": m.raft == leader,
+                 "voter": m.raft in connected, "status": "alive" if connected.get(m.raft) else "unreachable"}
+                for m in s.servers()
+            ]
+            return {"index": s.table_index("Server"), "members": members}
+
+    async def raft_peers(self, req: dict[str, Any]) -> dict[str, Any]:
+        raft = self.server.raft
+        with self.store.reader() as s:
+            names = {m.raft: m for m in s.servers()}
+        peers = []
+        for p in raft.peers():
+            m = names.get(p["address"])
+            peers.append({**p, "name": m.name if m else "", "api": m.api if m else ""})
+        return {"peers": peers, "leader": raft.leader}
+
+    async def raft_add_peer(self, req: dict[str, Any]) -> dict[str, Any]:
+        addr = str(req.get("raft") or "")
+        if ":" not in addr:
+            raise InvalidRequest("raft address host:port is required")
+        raft = self.server.raft
+        if addr not in {p["address"] for p in raft.peers()}:
+            await raft.add_peer(addr)
+        member = ServerMember(raft=addr, api=str(req.get("api") or ""), name=str(req.get("name") or ""))
+        if member.api:
+            await raft.submit(ops.SERVER_UPSERT, ops.ServerUpsert(member=member))
+        return {"index": self.store.index, "peers": [p["address"] for p in raft.peers()]}
+
+    async def raft_remove_peer(self, req: dict[str, Any]) -> dict[str, Any]:
+        addr = str(req.get("raft") or "")
+        raft = self.server.raft
+        peers = {p["address"] for p in raft.peers()}
+        if addr not in peers:
+            with self.store.reader() as s:  # accept a server's name or API address too
+                match = [m.raft for m in s.servers() if addr in (m.name, m.api)]
+            if len(match) != 1 or match[0] not in peers:
+                raise NotFound(f"{addr!r} is not a Raft peer (peers: {', '.join(sorted(peers))})")
+            addr = match[0]
+        if addr == self.server.cfg.raft_bind:
+            raise InvalidRequest("the leader cannot remove itself; remove it from another server after it steps down")
+        await raft.remove_peer(addr)
+        index, _ = await raft.submit(ops.SERVER_REMOVE, ops.ServerRemove(raft=addr))
+        return {"index": index, "peers": [p["address"] for p in raft.peers() if p["address"] != addr]}
+
+    # --- the event stream ---
+    async def event_stream(self, req: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Committed changes as they are applied on this server, filtered by topic."""
+        topics = {t.lower() for t in req.get("topics") or ()}
+        queue: asyncio.Queue[list] = asyncio.Queue(maxsize=EVENT_BUFFER)
+
+        def deliver(changes: list) -> None:
+            picked = [c for c in changes if not topics or c.topic.lower() in topics]
+            if picked:
+                try:
+                    queue.put_nowait(picked)
+                except asyncio.QueueFull:  # the reader is told it fell behind
+                    overflow.append(True)
+
+        overflow: list[bool] = []
+        unsubscribe = self.watch.subscribe(deliver)
+        try:
+            yield {"index": self.store.index, "events": []}
+            while True:
+                batch = await queue.get()
+                if overflow:
+                    raise InvalidRequest("event stream consumer fell behind; reconnect")
+                yield {
+                    "index": batch[-1].index,
+                    "events": [
+                        {"index": c.index, "topic": c.topic, "type": c.type, "key": c.key,
+                         "payload": codec.to_plain(c.obj) if c.obj is not None else None}
+                        for c in batch
+                    ],
+                }
+        finally:
+            unsubscribe()

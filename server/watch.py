@@ -19,6 +19,7 @@ class StateWatch:
         self._loop = loop
         self._waiters: list[tuple[frozenset[str], asyncio.Future[int]]] = []
         self._subscribers: list[Callable[[list[Change]], None]] = []
+        self._index_waiters: list[tuple[int, asyncio.Future[int]]] = []
         self.index = 0
 
     # called on the Raft thread
@@ -32,6 +33,16 @@ class StateWatch:
 
     def _deliver(self, index: int, changes: list[Change]) -> None:
         self.index = max(self.index, index)
+        if self._index_waiters:
+            keep = []
+            for want, fut in self._index_waiters:
+                if fut.done():
+                    continue
+                if self.index >= want:
+                    fut.set_result(self.index)
+                else:
+                    keep.append((want, fut))
+            self._index_waiters = keep
         topics = {c.topic for c in changes}
         if topics:
             keep = []
@@ -50,6 +61,18 @@ class StateWatch:
         """Wait until one of ``topics`` changes; False on timeout."""
         fut: asyncio.Future[int] = self._loop.create_future()
         self._waiters.append((frozenset(topics), fut))
+        try:
+            await asyncio.wait_for(fut, timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def wait_index(self, index: int, timeout: float) -> bool:
+        """Wait until this server has applied ``index`` (read-your-writes after a forwarded write)."""
+        if self.index >= index:
+            return True
+        fut: asyncio.Future[int] = self._loop.create_future()
+        self._index_waiters.append((index, fut))
         try:
             await asyncio.wait_for(fut, timeout)
             return True

@@ -22,7 +22,9 @@ class ServerConfig:
     data_dir: Path
     rpc_bind: str = DEFAULT_ADDRESS
     raft_bind: str = f"127.0.0.1:{DEFAULT_RAFT_PORT}"
-    raft_peers: list[str] = field(default_factory=list)
+    raft_peers: list[str] = field(default_factory=list)  # known Raft peers (dev/tests); usually learned via join
+    join: list[str] = field(default_factory=list)  # API addresses of other servers to form or join a cluster with
+    name: str = ""
     raft_password: str = "shoal-dev"
     bootstrap_expect: int = 1
     workers: int = 2

@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", "-data-dir", type=Path, help="state directory (dev: a temporary one)")
     p.add_argument("--bind", "-bind", default=None, help=f"server API address (default {DEFAULT_ADDRESS})")
     p.add_argument("--raft-bind", default=None, help="server Raft address (default: the API host, port 4647)")
-    p.add_argument("--join", "-join", default="", help="comma-separated Raft addresses of the other servers")
+    p.add_argument("--join", "-join", default="", help="comma-separated API addresses of the other servers")
     p.add_argument("--bootstrap-expect", "-bootstrap-expect", type=int, default=1)
     p.add_argument("--servers", "-servers", default="", help="comma-separated server API addresses (client)")
     p.add_argument("--client-bind", default="127.0.0.1:0", help="the client's own API address (logs)")
@@ -74,13 +74,17 @@ async def run_agent(args: argparse.Namespace) -> int:
         if args.dev or args.server:
             host = api.rsplit(":", 1)[0]
             raft = args.raft_bind or f"{host}:{DEFAULT_RAFT_PORT if api == DEFAULT_ADDRESS else int(api.rsplit(':', 1)[1]) + 1}"
-            peers = [p for p in args.join.split(",") if p and p != raft]
+            join = [p for p in args.join.split(",") if p and p != api]
+            if args.bootstrap_expect > 1 and len(join) < args.bootstrap_expect - 1:
+                raise UsageError(f"--bootstrap-expect {args.bootstrap_expect} needs --join with at least "
+                                 f"{args.bootstrap_expect - 1} other server address(es)")
             server = Server(
                 ServerConfig(
                     data_dir=data_dir / "server",
                     rpc_bind=api,
                     raft_bind=raft,
-                    raft_peers=peers,
+                    join=join,
+                    name=args.node_name,
                     bootstrap_expect=args.bootstrap_expect,
                     raft_min_timeout=0.4 if args.dev else 1.0,
                     raft_max_timeout=0.8 if args.dev else 2.5,

@@ -18,3 +18,7 @@ def add_json(p: argparse.ArgumentParser) -> None:
 
 def client(args: argparse.Namespace) -> RpcClient:
     return RpcClient(cli_address(getattr(args, "address", None)))
+
+
+def add_stale(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stale", "-stale", action="store_true", help="let any server answer from its own state")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal import codec
-from shoal.cli.common import add_address, add_json, client
+from shoal.cli.common import add_address, add_json, add_stale, client
 from shoal.cli.output import ago, fields, out, print_json, short, table, when
 from shoal.errors import ShoalError, UsageError
 from shoal.jobs.loader import example_job_text, load_job_file
@@ -45,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("job", nargs="?")
     add_address(q)
     add_json(q)
+    add_stale(q)
     q.set_defaults(func=cmd_status)
 
     q = jsub.add_parser("stop", help="stop a job's allocations")
@@ -169,7 +170,7 @@ async def _follow_allocs(c: RpcClient, job_id: str, version: int, deadline: floa
 async def cmd_status(args: argparse.Namespace) -> int:
     async with client(args) as c:
         if not args.job:
-            r = await c.call("Job.List", {})
+            r = await c.call("Job.List", {"stale": args.stale})
             if args.json:
                 print_json(r["jobs"])
                 return 0
@@ -181,7 +182,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
                 [(j["id"], j["type"], j["priority"], j["status"], when(j["submit_time"])) for j in r["jobs"]],
             )
             return 0
-        r = await c.call("Job.Get", {"job_id": args.job})
+        r = await c.call("Job.Get", {"job_id": args.job, "stale": args.stale})
     if args.json:
         print_json({k: v for k, v in r.items() if k != "index"})
         return 0

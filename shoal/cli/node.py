@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from shoal.cli.common import add_address, add_json, client
+from shoal.cli.common import add_address, add_json, add_stale, client
 from shoal.cli.output import fields, out, print_json, short, table
 
 
@@ -15,13 +15,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("node", nargs="?")
     add_address(q)
     add_json(q)
+    add_stale(q)
     q.set_defaults(func=cmd_status)
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
     async with client(args) as c:
         if args.node:
-            r = await c.call("Node.Get", {"node_id": args.node})
+            r = await c.call("Node.Get", {"node_id": args.node, "stale": args.stale})
             if args.json:
                 print_json(r)
                 return 0
@@ -41,7 +42,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
             table(["ID", "Job", "Task Group", "Desired", "Status"],
                   [(short(a["id"]), a["job_id"], a["task_group"], a["desired_status"], a["client_status"]) for a in r["allocations"]])
             return 0
-        r = await c.call("Node.List", {})
+        r = await c.call("Node.List", {"stale": args.stale})
     if args.json:
         print_json(r["nodes"])
         return 0
