@@ -64,10 +64,15 @@ LAYER_TYPES = (
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
+MAX_JSON = 16 << 20  # manifests, configs and archive indexes larger than this are refused
 
 
 class ImageError(DriverError):
     """An image is missing, malformed or corrupted."""
+
+
+class ImageNotFound(ImageError):
+    """The local store has no image by that name (a registry may have it)."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -102,6 +107,14 @@ class ImageInfo:
     ref: str
     digest: str
     size: int  # manifest + config + layer blobs, in bytes
+
+
+@dataclass(slots=True)
+class GcReport:
+    untagged: list[str] = field(default_factory=list)
+    blobs: int = 0
+    bytes: int = 0
+    layers: int = 0
 
 
 @dataclass(slots=True)
@@ -307,6 +320,18 @@ def _go_arch() -> str:
     return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}.get(machine, machine)
 
 
+def pick_platform(index: dict[str, Any], ref: str, arch: str | None = None) -> dict[str, Any]:
+    """The entry of an image index for this host (linux and its architecture; attestations skipped)."""
+    arch = arch or _go_arch()
+    found = []
+    for desc in index.get("manifests") or []:
+        plat = desc.get("platform") or {}
+        found.append(f"{plat.get('os', '?')}/{plat.get('architecture', '?')}")
+        if plat.get("os", "linux") == "linux" and plat.get("architecture", arch) == arch:
+            return desc
+    raise ImageError(f"image {ref} has no manifest for linux/{arch} (it has: {', '.join(found) or 'none'})")
+
+
 class ImageStore:
     """A local OCI image layout plus a cache of unpacked layers."""
 
@@ -334,10 +359,10 @@ class ImageStore:
         return self.layers_dir / _hex(digest)
 
     def _not_found(self, ref: str) -> ImageError:
-        return ImageError(
-            f"image {ref} not found in {self.root}; import it with "
-            f"`shoal image import-rootfs DIR {ref}` or copy it in with "
-            f"`skopeo copy ... oci:{self.root}:{ref}`"
+        return ImageNotFound(
+            f"image {ref} not found in {self.root}; pull it from a registry (name it as HOST[:PORT]/NAME:TAG), "
+            f"import it with `shoal image import FILE` or `shoal image import-rootfs DIR {ref}`, or copy it in "
+            f"with `skopeo copy ... oci:{self.root}:{ref}`"
         )
 
     # --------------------------------------------------------------- reading
@@ -395,12 +420,7 @@ class ImageStore:
         return None
 
     def _pick_platform(self, index: dict[str, Any], ref: str) -> dict[str, Any]:
-        arch = _go_arch()
-        for desc in index.get("manifests") or []:
-            plat = desc.get("platform") or {}
-            if plat.get("os", "linux") == "linux" and plat.get("architecture", arch) == arch:
-                return desc
-        raise ImageError(f"image {ref} has no manifest for linux/{arch}")
+        return pick_platform(index, ref)
 
     def resolve(self, ref: str) -> Image:
         """Look up ``name:tag`` (or an absolute rootfs path) and read its manifest and config."""
@@ -687,6 +707,286 @@ class ImageStore:
                 pass  # listed with what we know; resolve() will explain the problem
             out.append(ImageInfo(ref, digest, size))
         return out
+
+    # ------------------------------------------------------ blobs and tags
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def write_blob_bytes(self, data: bytes, digest: str | None = None) -> str:
+        """Store ``data`` as a blob; refuse it if ``digest`` is given and does not match."""
+        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        if digest is not None and actual != digest:
+            raise ImageError(f"blob {digest} is corrupted: its content has digest {actual}; refusing it")
+        self._init_layout()
+        path = self.blob_path(actual)
+        if not path.exists():
+            _atomic_write(path, data)
+        return actual
+
+    def write_blob_stream(self, src: Any, digest: str | None = None, size: int | None = None,
+                          *, what: str = "blob") -> str:
+        """Copy a stream into the store while hashing it; the blob appears only if its digest matches.
+
+        ``digest`` None: the blob is named by what it hashes to (an archive's layer). Returns the digest.
+        """
+        self._init_layout()
+        if digest is not None and self.has_blob(digest):
+            return digest
+        tmp = self.blobs_dir / f".tmp-blob-{uuid.uuid4().hex}"
+        try:
+            hasher = hashlib.sha256()
+            count = 0
+            with open(tmp, "wb") as out:
+                while chunk := src.read(1 << 20):
+                    count += len(chunk)
+                    if size is not None and count > size:
+                        raise ImageError(f"{what}: more data than its declared size of {size} bytes; refusing it")
+                    hasher.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            actual = "sha256:" + hasher.hexdigest()
+            if digest is not None and actual != digest:
+                raise ImageError(f"{what}: digest mismatch: the content has digest {actual}, expected {digest}; "
+                                 "the blob is corrupted (refusing it)")
+            if size is not None and count != size:
+                raise ImageError(f"{what}: got {count} bytes, its descriptor says {size}; refusing it")
+            final = self.blob_path(actual)
+            if final.exists():
+                tmp.unlink()
+            else:
+                os.rename(tmp, final)
+            return actual
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+    @staticmethod
+    def tag_name(ref: str) -> str:
+        """How a reference is written in index.json: ``name:tag`` (digest references as given)."""
+        name, tag = normalize_ref(ref)
+        return ref if tag.startswith("@") else f"{name}:{tag}"
+
+    def tag(self, ref: str, descriptor: dict[str, Any]) -> None:
+        """Point ``ref`` at ``descriptor`` (whose blob must already be stored)."""
+        if not self.has_blob(str(descriptor.get("digest", ""))):
+            raise ImageError(f"cannot tag {ref}: blob {descriptor.get('digest')} is not in the store")
+        self._init_layout()
+        desc = dict(descriptor)
+        desc["annotations"] = {**(desc.get("annotations") or {}), REF_ANNOTATION: self.tag_name(ref)}
+        self._update_index(self.tag_name(ref), desc)
+
+    def descriptors(self) -> list[dict[str, Any]]:
+        """The tagged descriptors of index.json (copies)."""
+        return [dict(d) for d in self._index_manifests() if (d.get("annotations") or {}).get(REF_ANNOTATION)]
+
+    # ------------------------------------------------------------ archives
+    def import_archive(self, path: Path | str, tag: str | None = None) -> list[ImageInfo]:
+        """Import an ``oci-archive`` (a tarred OCI layout) or a ``docker save`` tarball.
+
+        Every blob is verified by digest on the way in. Images are tagged with the
+        names the archive gives them, or ``tag`` (which needs an archive of one image).
+        """
+        path = Path(path)
+        try:
+            tar = tarfile.open(path, "r:*")
+        except (OSError, tarfile.TarError) as exc:
+            raise ImageError(f"cannot read {path}: {exc}") from None
+        with tar:
+            members = {m.name.removeprefix("./"): m for m in tar.getmembers()}
+            has_oci = "index.json" in members and "oci-layout" in members
+            has_docker = "manifest.json" in members
+            if not has_oci and not has_docker:
+                raise ImageError(f"{path}: neither an OCI archive (oci-layout, index.json) nor a `docker save` "
+                                 "tarball (manifest.json)")
+            if has_oci:
+                named = self._import_oci_archive(tar, members, path, tag if not has_docker else None)
+                if named or not has_docker:
+                    if not named:
+                        raise ImageError(f"{path}: the archive's index.json names no image; give a name with --tag NAME:TAG")
+                    return named
+            return self._import_docker_archive(tar, members, path, tag)
+
+    def _member_json(self, tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], name: str, path: Path) -> Any:
+        f = tar.extractfile(members[name])
+        if f is None:
+            raise ImageError(f"{path}: {name} is not a regular file")
+        try:
+            return json.loads(f.read(MAX_JSON))
+        except ValueError as exc:
+            raise ImageError(f"{path}: {name} is not valid JSON: {exc}") from None
+
+    def _import_oci_archive(self, tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], path: Path,
+                            tag: str | None) -> list[ImageInfo]:
+        index = self._member_json(tar, members, "index.json", path)
+        descs = [d for d in index.get("manifests") or [] if isinstance(d, dict)]
+        named: list[tuple[str, dict[str, Any]]] = []
+        for d in descs:
+            ann = d.get("annotations") or {}
+            name = ann.get("io.containerd.image.name") or ann.get(REF_ANNOTATION) or ""
+            if name and ("/" in name or ":" in name or "@" in name):
+                named.append((name, d))
+            elif name and tag is None:
+                continue  # only a tag ("1"): no image name to file it under
+        if tag is not None:
+            if len(descs) != 1:
+                raise ImageError(f"{path}: --tag needs an archive of exactly one image (it has {len(descs)})")
+            named = [(tag, descs[0])]
+        if not named:
+            return []
+        for name, m in members.items():
+            if name.startswith("blobs/sha256/") and m.isfile():
+                f = tar.extractfile(m)
+                assert f is not None
+                self.write_blob_stream(f, "sha256:" + name.rsplit("/", 1)[1], m.size, what=f"{path}: {name}")
+        out: list[ImageInfo] = []
+        for name, d in named:
+            desc = {k: v for k, v in d.items() if k in ("mediaType", "digest", "size", "annotations", "platform")}
+            self.tag(name, desc)
+            out.append(self._info(self.tag_name(name)))
+        return out
+
+    def _import_docker_archive(self, tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], path: Path,
+                               tag: str | None) -> list[ImageInfo]:
+        entries = self._member_json(tar, members, "manifest.json", path)
+        if not isinstance(entries, list) or not entries:
+            raise ImageError(f"{path}: manifest.json lists no images")
+        if tag is not None and len(entries) != 1:
+            raise ImageError(f"{path}: --tag needs an archive of exactly one image (it has {len(entries)})")
+        out: list[ImageInfo] = []
+        for entry in entries:
+            names = [tag] if tag is not None else list(entry.get("RepoTags") or [])
+            if not names:
+                raise ImageError(f"{path}: an image in manifest.json has no RepoTags; give a name with --tag NAME:TAG")
+            cfg_name = str(entry.get("Config", ""))
+            if cfg_name not in members:
+                raise ImageError(f"{path}: config {cfg_name!r} named in manifest.json is not in the archive")
+            cfg_file = tar.extractfile(members[cfg_name])
+            assert cfg_file is not None
+            config_bytes = cfg_file.read(MAX_JSON)
+            config_digest = self.write_blob_bytes(config_bytes)
+            layers = []
+            for layer_name in entry.get("Layers") or []:
+                m = members.get(str(layer_name))
+                f = tar.extractfile(m) if m is not None else None
+                if f is None:
+                    raise ImageError(f"{path}: layer {layer_name!r} named in manifest.json is not in the archive")
+                head = f.read(4)
+                f.seek(0)
+                if head[:2] == b"\x1f\x8b":
+                    media_type = MT_OCI_LAYER_GZIP
+                elif head == b"\x28\xb5\x2f\xfd":
+                    raise ImageError(f"{path}: layer {layer_name} is zstd-compressed, which is not supported")
+                else:
+                    media_type = MT_OCI_LAYER_TAR
+                digest = self.write_blob_stream(f, None, what=f"{path}: {layer_name}")
+                layers.append({"mediaType": media_type, "digest": digest, "size": self.blob_path(digest).stat().st_size})
+            manifest = {
+                "schemaVersion": 2,
+                "mediaType": MT_OCI_MANIFEST,
+                "config": {"mediaType": MT_OCI_CONFIG, "digest": config_digest, "size": len(config_bytes)},
+                "layers": layers,
+            }
+            body = json.dumps(manifest, sort_keys=True).encode()
+            manifest_digest = self.write_blob_bytes(body)
+            for name in names:
+                self.tag(name, {"mediaType": MT_OCI_MANIFEST, "digest": manifest_digest, "size": len(body)})
+                out.append(self._info(self.tag_name(name)))
+        return out
+
+    def _info(self, ref: str) -> ImageInfo:
+        return next((i for i in self.list() if i.ref == ref), ImageInfo(ref, "", 0))
+
+    # ------------------------------------------------- garbage collection
+    def image_blobs(self, digest: str) -> set[str]:
+        """Every blob (hex) an image needs: its index/manifests, config and layers (those stored)."""
+        out: set[str] = set()
+        todo = [digest]
+        while todo:
+            d = todo.pop()
+            try:
+                hexd = _hex(d)
+            except ImageError:
+                continue
+            if hexd in out:
+                continue
+            out.add(hexd)
+            if not self.has_blob(d):
+                continue
+            try:
+                doc = self._read_blob_json(d, "image")
+            except ImageError:
+                continue
+            if not isinstance(doc, dict):
+                continue
+            for child in doc.get("manifests") or []:
+                if self.has_blob(str(child.get("digest", ""))):
+                    todo.append(str(child.get("digest", "")))
+            cfg = doc.get("config") or {}
+            if cfg.get("digest"):
+                with contextlib.suppress(ImageError):
+                    out.add(_hex(str(cfg["digest"])))
+            for layer in doc.get("layers") or []:
+                with contextlib.suppress(ImageError):
+                    out.add(_hex(str(layer.get("digest", ""))))
+        return out
+
+    def gc(self, *, in_use: set[str] | frozenset[str] = frozenset(), untag: list[str] | tuple[str, ...] = (),
+           grace: float = 600.0) -> GcReport:
+        """Untag ``untag`` (unless in use), then delete blobs and unpacked layers no tagged or in-use image needs.
+
+        ``in_use``: manifest digests of images that running tasks use. Blobs and
+        layer directories younger than ``grace`` seconds (by ctime) are kept: an
+        import or pull in another process may not have tagged them yet.
+        """
+        report = GcReport()
+        if not self.root.is_dir():
+            return report
+        index_path = self.root / "index.json"
+        if untag and index_path.exists():
+            untag_names = {self.tag_name(r) for r in untag}
+            with open(self.root / ".index.lock", "a+") as lockf:
+                fcntl.flock(lockf, fcntl.LOCK_EX)
+                index = json.loads(index_path.read_bytes())
+                keep_descs = []
+                for d in index.get("manifests") or []:
+                    ref = (d.get("annotations") or {}).get(REF_ANNOTATION)
+                    if ref in untag_names and d.get("digest") not in in_use:
+                        report.untagged.append(ref)
+                    else:
+                        keep_descs.append(d)
+                if report.untagged:
+                    index["manifests"] = keep_descs
+                    _atomic_write(index_path, json.dumps(index, indent=2).encode())
+        keep: set[str] = set()
+        for d in [*(str(x.get("digest", "")) for x in self._index_manifests()), *in_use]:
+            keep |= self.image_blobs(d)
+        cutoff = time.time() - grace
+        if self.blobs_dir.is_dir():
+            for entry in os.scandir(self.blobs_dir):
+                name = entry.name
+                if name in keep:
+                    continue
+                with contextlib.suppress(OSError):
+                    st = entry.stat(follow_symlinks=False)
+                    if st.st_ctime >= cutoff:
+                        continue
+                    os.unlink(entry.path)
+                    report.blobs += 1
+                    report.bytes += st.st_size
+        if self.layers_dir.is_dir():
+            for entry in os.scandir(self.layers_dir):
+                if entry.name in keep or entry.name.startswith(".tmp-"):
+                    continue
+                with contextlib.suppress(OSError):
+                    if entry.stat(follow_symlinks=False).st_ctime >= cutoff:
+                        continue
+                    shutil.rmtree(entry.path)
+                    report.layers += 1
+        with self._lock:
+            self._blob_json.clear()
+            self._resolved.clear()
+        return report
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -22,6 +22,7 @@ from shoal.jobs.model import Resources
 
 OCI_VERSION = "1.0.2-dev"
 DEFAULT_PIDS_LIMIT = 4096
+CPU_PERIOD_US = 100_000
 MB = 1024 * 1024
 
 # Docker's default capability set (moby/oci/caps/defaults.go).
@@ -172,13 +173,24 @@ def resolve_user(user: str, rootfs: Path) -> ProcessUser:
     return ProcessUser(uid, gid, tuple(extra), home)
 
 
+def cpu_quota(cpu_mhz: int, mhz_per_core: int, period: int = CPU_PERIOD_US) -> int:
+    """CFS quota (µs per ``period``) that caps a task at ``cpu_mhz`` on cores of ``mhz_per_core`` (min 1 ms)."""
+    return max(1000, int(period * cpu_mhz / max(1, mhz_per_core)))
+
+
 def linux_resources(
     resources: Resources,
     pids_limit: int = DEFAULT_PIDS_LIMIT,
     *,
     swap_limit: bool = True,
+    cpu_hard_limit_mhz_per_core: int = 0,
 ) -> dict[str, Any]:
-    """``linux.resources`` for Nomad-style resources."""
+    """``linux.resources`` for Nomad-style resources.
+
+    cpu: shares = MHz (a relative weight; runc maps it to ``cpu.weight`` on cgroup v2);
+    with a hard limit (``cpu_hard_limit_mhz_per_core`` > 0) also a CFS quota
+    (``cpu.cfs_quota_us`` on v1, ``cpu.max`` on v2).
+    """
     out: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}]}
     if resources.memory > 0:
         hard_mb = max(resources.memory_max, resources.memory)
@@ -190,6 +202,9 @@ def linux_resources(
         out["memory"] = memory
     if resources.cpu > 0:
         out["cpu"] = {"shares": min(max(resources.cpu, 2), 262144)}
+        if cpu_hard_limit_mhz_per_core > 0:
+            out["cpu"]["quota"] = cpu_quota(resources.cpu, cpu_hard_limit_mhz_per_core)
+            out["cpu"]["period"] = CPU_PERIOD_US
     if pids_limit > 0:
         out["pids"] = {"limit": pids_limit}
     return out
@@ -209,9 +224,13 @@ def build_spec(
     pids_limit: int = DEFAULT_PIDS_LIMIT,
     swap_limit: bool = True,
     cgroups_path: str | None = None,
+    mounts: Sequence[dict[str, Any]] = (),
+    cap_drop: Sequence[str] = (),
+    cpu_hard_limit_mhz_per_core: int = 0,
 ) -> dict[str, Any]:
-    """The complete config.json for one container."""
-    caps = list(DEFAULT_CAPABILITIES)
+    """The complete config.json for one container. ``mounts`` come after the defaults."""
+    drop = {c.upper() if c.upper().startswith("CAP_") else "CAP_" + c.upper() for c in cap_drop}
+    caps = [] if "CAP_ALL" in drop else [c for c in DEFAULT_CAPABILITIES if c not in drop]
     if not cwd.startswith("/"):
         raise DriverError(f"work_dir {cwd!r} must be an absolute path")
     return {
@@ -229,15 +248,22 @@ def build_spec(
         },
         "root": {"path": str(rootfs), "readonly": bool(readonly_rootfs)},
         "hostname": hostname_of(hostname),
-        "mounts": [dict(m, options=list(m["options"])) for m in DEFAULT_MOUNTS],
+        "mounts": [dict(m, options=list(m["options"])) for m in DEFAULT_MOUNTS] + [dict(m) for m in mounts],
         "linux": {
             "cgroupsPath": cgroups_path or f"/shoal/{container_id}",
-            "resources": linux_resources(resources, pids_limit, swap_limit=swap_limit),
+            "resources": linux_resources(resources, pids_limit, swap_limit=swap_limit,
+                                         cpu_hard_limit_mhz_per_core=cpu_hard_limit_mhz_per_core),
             "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
         },
     }
+
+
+def bind_mount(source: str | Path, destination: str, *, readonly: bool = False) -> dict[str, Any]:
+    """An OCI bind mount (recursive, nosuid, nodev)."""
+    return {"destination": destination, "type": "bind", "source": str(source),
+            "options": ["rbind", "ro" if readonly else "rw", "nosuid", "nodev"]}
 
 
 def nofile_rlimit() -> dict[str, Any]:

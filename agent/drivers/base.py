@@ -46,6 +46,7 @@ class ExitResult:
     signal: int = 0
     oom_killed: bool = False
     message: str = ""
+    known: bool = True  # False: the process ended while no agent could collect its status
 
     def successful(self) -> bool:
         return self.exit_code == 0 and self.signal == 0 and not self.oom_killed

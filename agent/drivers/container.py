@@ -30,22 +30,25 @@ from typing import Any
 
 from shoal.agent import cgroups, ocispec, procwait
 from shoal.agent.drivers.base import DriverError, ExitResult, TaskHandle, TaskSpec
+from shoal.agent.fingerprint import cpu_info
+from shoal.agent.imagemgr import ImageManager
 from shoal.agent.images import Image, ImageStore
+from shoal.agent.registry_client import Credentials, RegistryConfig
 from shoal.agent.runc import Runc
 
 DEFAULT_STATE_DIR = Path("/var/lib/shoal/containers")
-SUPPORTED_KEYS = frozenset({"image", "command", "entrypoint", "args", "work_dir", "readonly_rootfs", "pids_limit"})
+SUPPORTED_KEYS = frozenset({
+    "image", "command", "entrypoint", "args", "work_dir", "readonly_rootfs", "pids_limit", "volumes",
+    "auth", "force_pull", "cpu_hard_limit", "cap_drop",
+})
 _HINTS = {
-    "ports": "port mapping comes from the group's network block",
+    "ports": "containers have their own network namespace; ports are not published on the host",
     "network_mode": "containers get their own network namespace",
-    "volumes": "host volumes are not supported yet",
-    "mount": "mounts are not supported yet",
-    "mounts": "mounts are not supported yet",
-    "auth": "images come from the local store; there is no registry login",
-    "auth_soft_fail": "images come from the local store; there is no registry login",
-    "force_pull": "images come from the local store (`shoal image import-rootfs`)",
+    "mount": "use volumes = [\"HOST:CONTAINER[:ro]\"]",
+    "mounts": "use volumes = [\"HOST:CONTAINER[:ro]\"]",
+    "auth_soft_fail": "a failed registry login fails the pull",
     "privileged": "privileged containers are not supported",
-    "cap_add": "capabilities are Docker's default set",
+    "cap_add": "capabilities are Docker's default set (cap_drop can remove some)",
     "logging": "logs always go to the task's log files",
 }
 _ID_BAD_CHARS = re.compile(r"[^\w+.-]")
@@ -168,8 +171,14 @@ class ContainerDriver:
         state_dir: Path | str = DEFAULT_STATE_DIR,
         *,
         runc_binary: str = "runc",
+        registry: RegistryConfig | None = None,
+        allowed_volumes: list[Path] | tuple[Path, ...] = (),
+        image_gc_delay: float | None = None,
     ) -> None:
         self.images = image_store
+        self.image_manager = (ImageManager(image_store, registry) if image_gc_delay is None
+                              else ImageManager(image_store, registry, gc_delay=image_gc_delay))
+        self.allowed_volumes = tuple(Path(os.path.realpath(p)) for p in allowed_volumes)
         self.runc = Runc(runc_binary, runc_root)
         self.state_dir = Path(state_dir)  # one JSON record per live container, for clean-up after a crash
         self._waits: procwait.SharedWaits[ExitResult] = procwait.SharedWaits()
@@ -216,7 +225,76 @@ class ContainerDriver:
         work_dir = config.get("work_dir") or ""
         if not isinstance(work_dir, str) or (work_dir and not work_dir.startswith("/")):
             raise DriverError("config.work_dir must be an absolute path inside the container")
+        for key in ("force_pull", "cpu_hard_limit"):
+            if not isinstance(config.get(key, False), bool):
+                raise DriverError(f"config.{key} must be true or false")
         return image, readonly, pids, work_dir
+
+    @staticmethod
+    def _auth(config: dict[str, Any]) -> Credentials | None:
+        """``auth { username password }`` (Nomad's docker driver); a list of one block is accepted too."""
+        auth = config.get("auth")
+        if auth is None:
+            return None
+        if isinstance(auth, list) and len(auth) == 1:
+            auth = auth[0]
+        if not isinstance(auth, dict):
+            raise DriverError("config.auth must be a block: auth { username = \"...\" password = \"...\" }")
+        return Credentials(str(auth.get("username") or ""), str(auth.get("password") or ""),
+                           str(auth.get("identity_token") or auth.get("registry_token") or ""))
+
+    def volume_mounts(self, volumes: Any, task_dir: Path) -> list[dict[str, Any]]:
+        """Bind mounts for ``volumes = ["HOST:CONTAINER[:ro|rw]"]``.
+
+        A relative HOST path is inside the allocation's directory (as Nomad: relative
+        to the task directory, created if missing, never escaping the allocation). An
+        absolute HOST path must lie under a directory the agent allows
+        (``--allow-volume``) and must exist.
+        """
+        if volumes is None:
+            return []
+        if not isinstance(volumes, list) or not all(isinstance(v, str) for v in volumes):
+            raise DriverError('config.volumes must be a list of "HOST:CONTAINER[:ro]" strings')
+        alloc_dir = Path(os.path.realpath(task_dir.parent))
+        mounts = []
+        for spec in volumes:
+            parts = spec.split(":")
+            if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+                raise DriverError(f'config.volumes: {spec!r} is not "HOST:CONTAINER" or "HOST:CONTAINER:ro"')
+            host, dest = parts[0], parts[1]
+            mode = parts[2] if len(parts) == 3 else "rw"
+            if mode not in ("ro", "rw"):
+                raise DriverError(f"config.volumes: {spec!r}: the mode must be ro or rw, not {mode!r}")
+            if not dest.startswith("/") or ".." in dest.split("/"):
+                raise DriverError(f"config.volumes: {spec!r}: the container path must be absolute, without '..'")
+            if host.startswith("/"):
+                real = Path(os.path.realpath(host))
+                if not any(real == a or a in real.parents for a in self.allowed_volumes):
+                    allowed = ", ".join(map(str, self.allowed_volumes)) or "none"
+                    raise DriverError(
+                        f"config.volumes: host path {host} is not allowed on this node (allowed: {allowed}); "
+                        "start the agent with --allow-volume DIR to allow bind mounts from DIR"
+                    )
+                if not real.exists():
+                    raise DriverError(f"config.volumes: host path {host} does not exist on this node")
+            else:
+                real = Path(os.path.realpath(task_dir / host))
+                if real != alloc_dir and alloc_dir not in real.parents:
+                    raise DriverError(f"config.volumes: {host!r} leaves the allocation's directory; relative host "
+                                      "paths are inside it")
+                real.mkdir(parents=True, exist_ok=True)
+            mounts.append(ocispec.bind_mount(real, dest, readonly=mode == "ro"))
+        return mounts
+
+    def _task_mounts(self, spec: TaskSpec, paths: _TaskPaths) -> list[dict[str, Any]]:
+        """Nomad's task directories: the allocation's shared dir at /alloc, the task's local/ and secrets/."""
+        alloc_shared = Path(os.path.realpath(spec.task_dir)).parent / "alloc"
+        local, secrets = paths.task_dir / "local", paths.task_dir / "secrets"
+        for d in (alloc_shared, local):
+            d.mkdir(parents=True, exist_ok=True)
+        secrets.mkdir(mode=0o700, exist_ok=True)
+        return [ocispec.bind_mount(alloc_shared, "/alloc"), ocispec.bind_mount(local, "/local"),
+                ocispec.bind_mount(secrets, "/secrets")]
 
     # ----------------------------------------------------------------- start
     async def _lower_dirs(self, image: Image) -> list[Path]:
@@ -236,11 +314,24 @@ class ContainerDriver:
     async def start(self, spec: TaskSpec) -> TaskHandle:
         ref, readonly, pids_limit, work_dir = self._validate(spec.config)
         cid = container_id(spec.alloc_id, spec.task)
-        image = self.images.resolve(ref)
+        image = await self.image_manager.get(ref, auth=self._auth(spec.config),
+                                             force_pull=bool(spec.config.get("force_pull", False)))
         lowers = await self._lower_dirs(image)
         paths = _TaskPaths(Path(os.path.realpath(spec.task_dir)))
-        cgroups_path = f"/shoal/{cid}"
         paths.task_dir.mkdir(parents=True, exist_ok=True)
+        return await self._start_bundle(spec, cid, paths, image, ref, work_dir or image.config.working_dir or "/",
+                                        readonly, pids_limit, lambda: self._prepare_rootfs(paths, lowers))
+
+    def _user_root(self, paths: _TaskPaths) -> Path:
+        """The filesystem whose /etc/passwd and /etc/group name the task's user."""
+        return paths.rootfs
+
+    def _extra_mounts(self, spec: TaskSpec, paths: _TaskPaths) -> list[dict[str, Any]]:
+        return [*self._task_mounts(spec, paths), *self.volume_mounts(spec.config.get("volumes"), paths.task_dir)]
+
+    async def _start_bundle(self, spec: TaskSpec, cid: str, paths: _TaskPaths, image: Image, ref: str, cwd: str,
+                            readonly: bool, pids_limit: int, prepare_rootfs) -> TaskHandle:
+        cgroups_path = f"/shoal/{cid}"
         state: dict[str, Any] = {
             "container_id": cid,
             "bundle": str(paths.bundle),
@@ -256,24 +347,31 @@ class ContainerDriver:
             await self._refuse_if_running(cid)
         self._write_record(cid, state)
         try:
-            self._prepare_rootfs(paths, lowers)
+            prepare_rootfs()
             argv = ocispec.process_args(spec.config, image.config)
-            user = ocispec.resolve_user(spec.user or image.config.user, paths.rootfs)
+            user = ocispec.resolve_user(spec.user or image.config.user, self._user_root(paths))
             hostname = ocispec.hostname_of(spec.task)
             env = ocispec.merge_env(image.config.env, spec.env, {"HOSTNAME": hostname, "HOME": user.home})
+            env += ["NOMAD_ALLOC_DIR=/alloc", "NOMAD_TASK_DIR=/local", "NOMAD_SECRETS_DIR=/secrets"]
+            cap_drop = spec.config.get("cap_drop") or []
+            if not isinstance(cap_drop, list) or not all(isinstance(c, str) for c in cap_drop):
+                raise DriverError('config.cap_drop must be a list of capability names, e.g. ["NET_RAW"]')
             config = ocispec.build_spec(
                 container_id=cid,
                 hostname=hostname,
                 rootfs=paths.rootfs,
                 argv=argv,
                 env=env,
-                cwd=work_dir or image.config.working_dir or "/",
+                cwd=cwd,
                 user=user,
                 resources=spec.resources,
                 readonly_rootfs=readonly,
                 pids_limit=pids_limit,
                 swap_limit=cgroups.swap_limit_supported(),
                 cgroups_path=cgroups_path,
+                mounts=self._extra_mounts(spec, paths),
+                cap_drop=cap_drop,
+                cpu_hard_limit_mhz_per_core=cpu_info()[1] if spec.config.get("cpu_hard_limit") else 0,
             )
             if paths.bundle.exists():
                 shutil.rmtree(paths.bundle)
@@ -289,6 +387,7 @@ class ContainerDriver:
             raise
         state["pid_start_time"] = procwait.process_start_time(pid)
         handle = TaskHandle(driver=self.name, id=cid, pid=pid, started_at=time.time(), state=state)
+        self._write_record(cid, state)
         self._watch(handle)
         return handle
 
@@ -344,7 +443,7 @@ class ContainerDriver:
             if oom.killed:
                 return ExitResult(137, signal=9, oom_killed=True,
                                   message="OOM killed: the task used more memory than its limit")
-            return ExitResult(-1, message=f"exit status unknown: {pexit.reason}")
+            return ExitResult(-1, message=f"exit status unknown: {pexit.reason}", known=False)
         message = ""
         if oom.killed:
             message = "OOM killed: the task used more memory than its limit"
@@ -405,8 +504,23 @@ class ContainerDriver:
 
     # --------------------------------------------------------------- recover
     async def recover(self, handle: TaskHandle) -> bool:
+        """Re-attach to a container started by an earlier agent process (same runc id, same pid).
+
+        A handle with pid 0 (the agent died while starting it) is completed from
+        runc's state and the container record.
+        """
         state = await self.runc.state(handle.id)
-        if state is None or not state.running or state.pid != handle.pid:
+        if state is None or state.status not in ("running", "paused"):
+            return False
+        if handle.pid == 0:
+            record = self._read_record(handle.id)
+            if record is None:
+                return False
+            handle.pid = state.pid
+            handle.state = {**record, **handle.state}
+            handle.state["pid_start_time"] = procwait.process_start_time(state.pid)
+            handle.started_at = handle.started_at or time.time()
+        if state.pid != handle.pid:
             return False
         start_time = handle.state.get("pid_start_time")
         if start_time is not None and procwait.process_start_time(handle.pid) != start_time:
@@ -424,6 +538,12 @@ class ContainerDriver:
             os.rename(tmp, self.state_dir / f"{cid}.json")
         except OSError as exc:
             raise DriverError(f"cannot write the container record in {self.state_dir}: {exc}") from exc
+
+    def _read_record(self, cid: str) -> dict[str, Any] | None:
+        try:
+            return dict(json.loads((self.state_dir / f"{cid}.json").read_text())["state"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     def _remove_record(self, cid: str) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -171,7 +171,7 @@ class RawExecDriver:
         if proc is not None and pexit.exit_code is not None:
             proc.returncode = pexit.exit_code  # we reaped it: subprocess must not try
         if pexit.exit_code is None:
-            return ExitResult(-1, message=f"exit status unknown: {pexit.reason}")
+            return ExitResult(-1, message=f"exit status unknown: {pexit.reason}", known=False)
         message = ""
         if pexit.signal:
             try:

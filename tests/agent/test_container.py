@@ -42,14 +42,14 @@ def test_fingerprint_and_registry(container_driver: ContainerDriver, shared_stor
     drivers = build_drivers(shared_store, raw_exec_enabled=False)
     assert drivers["docker"] is drivers["container"] and "raw_exec" not in drivers
     assert drivers["container"].name == "container"
-    assert set(build_drivers(shared_store, raw_exec_enabled=True)) == {"container", "docker", "raw_exec"}
+    assert set(build_drivers(shared_store, raw_exec_enabled=True)) == {"container", "docker", "exec", "raw_exec"}
 
 
 def test_config_warnings_and_errors(container_driver: ContainerDriver, make_spec, aio) -> None:
     warnings = container_driver.config_warnings(
         {"image": "busybox", "command": "sh", "ports": ["http"], "auth_soft_fail": True, "volumes": []})
-    assert len(warnings) == 3
-    assert any("config.ports" in w and "network block" in w for w in warnings)
+    assert len(warnings) == 2  # volumes are supported
+    assert any("config.ports" in w and "not published" in w for w in warnings)
     assert container_driver.config_warnings({"image": "x", "args": [], "work_dir": "/", "readonly_rootfs": True,
                                              "pids_limit": 5, "entrypoint": ["a"]}) == []
     with pytest.raises(DriverError, match="config.image is required"):

@@ -35,7 +35,7 @@ def test_fingerprint_needs_root_and_runc(tmp_path: Path, monkeypatch: pytest.Mon
 def test_registry_shapes(tmp_path: Path) -> None:
     store = ImageStore(tmp_path / "store")
     drivers = build_drivers(store, raw_exec_enabled=False, runc_root=str(tmp_path / "runc"), state_dir=tmp_path / "s")
-    assert sorted(drivers) == ["container", "docker"]
+    assert sorted(drivers) == ["container", "docker", "exec"]
     container = drivers["docker"]
     assert isinstance(container, ContainerDriver) and container.runc.root == str(tmp_path / "runc")
     assert isinstance(build_drivers(store, raw_exec_enabled=True)["raw_exec"], RawExecDriver)
@@ -49,7 +49,7 @@ def test_unknown_keys_are_warnings_not_errors(tmp_path: Path) -> None:
         "config.network_mode is not supported by the container driver and is ignored "
         "(containers get their own network namespace)",
         "config.ports is not supported by the container driver and is ignored "
-        "(port mapping comes from the group's network block)",
+        "(containers have their own network namespace; ports are not published on the host)",
     ]
 
 
