@@ -114,7 +114,7 @@ class FSM:
     def _put_evals(self, evals: list[Evaluation], index: int, changes: list[Change]) -> None:
         s = self.store
         for ev in evals:
-            old = s.t.evals.get(ev.id)
+            old = s.get_eval(ev.id)
             ev.create_index = old.create_index if old else index
             ev.modify_index = index
             s.put_eval(ev)
@@ -123,7 +123,7 @@ class FSM:
     def _job_register(self, p: ops.JobRegister, index: int) -> ApplyResult:
         s = self.store
         job = p.job
-        old = s.t.jobs.get((job.namespace, job.id))
+        old = s.job((job.namespace, job.id))
         if old is None:
             job.version, job.create_index, job.job_modify_index = 0, index, index
         else:
@@ -145,7 +145,7 @@ class FSM:
 
     def _job_deregister(self, p: ops.JobDeregister, index: int) -> ApplyResult:
         s = self.store
-        old = s.t.jobs.get((p.namespace, p.job_id))
+        old = s.job((p.namespace, p.job_id))
         if old is None:
             return ApplyResult(index, error=f"job {p.job_id!r} not found")
         changes: list[Change] = []
@@ -166,7 +166,7 @@ class FSM:
     def _node_register(self, p: ops.NodeRegister, index: int) -> ApplyResult:
         s = self.store
         node = p.node
-        old = s.t.nodes.get(node.id)
+        old = s.get_node(node.id)
         node.create_index = old.create_index if old else index
         node.modify_index = index
         if old is not None:  # operator decisions survive a re-registration
@@ -180,7 +180,7 @@ class FSM:
 
     def _node_status(self, p: ops.NodeStatus, index: int) -> ApplyResult:
         s = self.store
-        old = s.t.nodes.get(p.node_id)
+        old = s.get_node(p.node_id)
         if old is None:
             return ApplyResult(index, error=f"node {p.node_id!r} not found")
         node = dataclasses.replace(old, status=p.status, modify_index=index, last_heartbeat=p.now or old.last_heartbeat)
@@ -191,7 +191,7 @@ class FSM:
 
     def _node_eligibility(self, p: ops.NodeEligibility, index: int) -> ApplyResult:
         s = self.store
-        old = s.t.nodes.get(p.node_id)
+        old = s.get_node(p.node_id)
         if old is None:
             return ApplyResult(index, error=f"node {p.node_id!r} not found")
         node = dataclasses.replace(old, eligible=p.eligible, drain=p.drain, modify_index=index)
@@ -209,7 +209,7 @@ class FSM:
         s = self.store
         changes: list[Change] = []
         for stop in p.stops:
-            old = s.t.allocs.get(stop.id)
+            old = s.get_alloc(stop.id)
             if old is None:
                 continue
             alloc = dataclasses.replace(
@@ -237,7 +237,7 @@ class FSM:
         changes: list[Change] = []
         ignored = 0
         for up in p.updates:
-            old = s.t.allocs.get(up.id)
+            old = s.get_alloc(up.id)
             if old is None or old.node_id != p.node_id:
                 ignored += 1
                 continue
@@ -256,14 +256,14 @@ class FSM:
 
     def _server_upsert(self, p: ops.ServerUpsert, index: int) -> ApplyResult:
         m = p.member
-        old = self.store.t.servers.get(m.raft)
+        old = self.store.get_server(m.raft)
         m.create_index = old.create_index if old else index
         m.modify_index = index
-        self.store.t.servers[m.raft] = m
+        self.store.put_server(m)
         return ApplyResult(index, changes=[Change(index, "Server", "ServerJoined", m.raft, m)])
 
     def _server_remove(self, p: ops.ServerRemove, index: int) -> ApplyResult:
-        self.store.t.servers.pop(p.raft, None)
+        self.store.delete_server(p.raft)
         return ApplyResult(index, changes=[Change(index, "Server", "ServerLeft", p.raft, None)])
 
 

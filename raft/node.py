@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
+import threading
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from typing import Any
 import msgpack
 import structlog
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+from pysyncobj.serializer import SERIALIZER_STATE
 
 from shoal import codec
 from shoal.errors import NoLeader, ShoalError
@@ -29,7 +32,8 @@ from shoal.raft.fsm import FSM, encode_batch
 log = structlog.get_logger("shoal.raft")
 
 SNAPSHOT_MAGIC = b"SHOALSNAP1"
-DEFAULT_WRITE_TIMEOUT = 10.0
+# A write that no leader commits fails within this (plus transport): "no cluster leader" inside 10 s.
+DEFAULT_WRITE_TIMEOUT = 8.0
 MAX_BATCH = 256
 
 
@@ -69,6 +73,8 @@ class RaftNode:
         self._replica: _Replica | None = None
         self._is_leader = False
         self._pending: list[tuple[str, bytes, asyncio.Future]] = []
+        self._snap_status = SERIALIZER_STATE.NOT_SERIALIZING
+        self.last_snapshot_seconds = 0.0
         self._flush_scheduled = False
 
     # --- lifecycle ---
@@ -89,6 +95,7 @@ class RaftNode:
             logCompactionMinTime=self.cfg.compaction_min_time,
             dynamicMembershipChange=self.cfg.dynamic_membership,
             serializer=self._write_snapshot,
+            serializeChecker=self._snapshot_state,
             deserializer=self._read_snapshot,
             onStateChanged=self._state_changed,
             useFork=False,
@@ -215,13 +222,42 @@ class RaftNode:
             self._loop.call_soon_threadsafe(self._on_leadership, leader)
 
     def _write_snapshot(self, filename: str, raft_data: Any) -> None:
-        body = msgpack.packb(
-            {"state": self.fsm.store.dump(), "raft": pickle.dumps(raft_data)}, use_bin_type=True
-        )
-        with open(filename, "wb") as f:
-            f.write(SNAPSHOT_MAGIC + zlib.compress(body, 1))
-            f.flush()
-            os.fsync(f.fileno())
+        """Start a snapshot without stalling the Raft thread.
+
+        The state is captured here in O(1) (persistent tables); encoding, compressing and
+        writing happen on another thread, and ``_snapshot_state`` reports progress to
+        PySyncObj, which truncates its log only once the file is safely in place. PySyncObj
+        renames ``filename`` (its temporary path) right after this returns; nothing is
+        written there, so that rename fails harmlessly and our own rename publishes the file.
+        """
+        snap = self.fsm.store.snapshot()
+        final = filename[: -len(".tmp")] if filename.endswith(".tmp") else filename
+        self._snap_status = SERIALIZER_STATE.SERIALIZING
+        started = time.monotonic()
+
+        def work() -> None:
+            try:
+                body = msgpack.packb({"state": self.fsm.store.dump(snap), "raft": pickle.dumps(raft_data)}, use_bin_type=True)
+                partial = final + ".partial"
+                with open(partial, "wb") as f:
+                    f.write(SNAPSHOT_MAGIC + zlib.compress(body, 1))
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(partial, final)
+                self.last_snapshot_seconds = time.monotonic() - started
+                log.info("raft snapshot written", index=snap.index, seconds=round(self.last_snapshot_seconds, 3))
+                self._snap_status = SERIALIZER_STATE.SUCCESS
+            except Exception as exc:
+                log.error("raft snapshot failed", error=repr(exc))
+                self._snap_status = SERIALIZER_STATE.FAILED
+
+        threading.Thread(target=work, name="shoal-snapshot", daemon=True).start()
+
+    def _snapshot_state(self) -> int:
+        status = self._snap_status
+        if status in (SERIALIZER_STATE.SUCCESS, SERIALIZER_STATE.FAILED):
+            self._snap_status = SERIALIZER_STATE.NOT_SERIALIZING
+        return status
 
     def _read_snapshot(self, filename: str) -> Any:
         with open(filename, "rb") as f:

@@ -1,43 +1,58 @@
 """The state tables the FSM writes and everyone else reads.
 
-Writes happen on the Raft thread (``StateStore`` methods called by the FSM);
-reads happen anywhere through ``snapshot()``, a consistent read-only view that
-shares the (never mutated) records. A change replaces a record, it never edits
-one in place.
+Tables are persistent maps (HAMTs, ``immutables.Map``): a write makes a new
+version of a table in O(log n) and leaves older versions intact, so a
+snapshot is O(1) — it keeps references to the current versions (go-memdb gives
+Nomad the same). Writes happen on the Raft thread under ``lock``; records are
+never mutated in place, only replaced.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+from immutables import Map
 
 from shoal.jobs.model import Job
 from shoal.jobs.structs import Allocation, Evaluation, Node, ServerMember
 
 JobKey = tuple[str, str]  # (namespace, job id)
 
-TABLES = ("jobs", "evals", "allocs", "nodes")
+EMPTY: Map = Map()
 
 
 @dataclass(slots=True)
 class Tables:
-    jobs: dict[JobKey, Job] = field(default_factory=dict)
-    job_versions: dict[JobKey, list[Job]] = field(default_factory=dict)
-    evals: dict[str, Evaluation] = field(default_factory=dict)
-    allocs: dict[str, Allocation] = field(default_factory=dict)
-    nodes: dict[str, Node] = field(default_factory=dict)
-    servers: dict[str, ServerMember] = field(default_factory=dict)  # by Raft address
-    # secondary indexes: sets of alloc ids
-    allocs_by_job: dict[JobKey, set[str]] = field(default_factory=lambda: defaultdict(set))
-    allocs_by_node: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
-    evals_by_job: dict[JobKey, set[str]] = field(default_factory=lambda: defaultdict(set))
+    jobs: Map = EMPTY  # JobKey -> Job
+    job_versions: Map = EMPTY  # JobKey -> tuple[Job, ...]
+    evals: Map = EMPTY  # id -> Evaluation
+    allocs: Map = EMPTY  # id -> Allocation
+    nodes: Map = EMPTY  # id -> Node
+    servers: Map = EMPTY  # Raft address -> ServerMember
+    # secondary indexes: key -> Map of ids (used as a persistent set)
+    allocs_by_job: Map = EMPTY
+    allocs_by_node: Map = EMPTY
+    evals_by_job: Map = EMPTY
     # last modify index per table, and overall
-    table_index: dict[str, int] = field(default_factory=dict)
+    table_index: Map = EMPTY
     index: int = 0
+
+
+def _add(index: Map, key: Any, member: str) -> Map:
+    return index.set(key, index.get(key, EMPTY).set(member, None))
+
+
+def _discard(index: Map, key: Any, member: str) -> Map:
+    ids = index.get(key)
+    if ids is None or member not in ids:
+        return index
+    ids = ids.delete(member)
+    return index.set(key, ids) if ids else index.delete(key)
 
 
 class StateSnapshot:
@@ -86,12 +101,12 @@ class StateSnapshot:
         return list(self._t.allocs.values())
 
     def allocs_by_job(self, namespace: str, job_id: str) -> list[Allocation]:
-        ids = self._t.allocs_by_job.get((namespace, job_id), ())
-        return [self._t.allocs[i] for i in ids]
+        allocs = self._t.allocs
+        return [allocs[i] for i in self._t.allocs_by_job.get((namespace, job_id), EMPTY)]
 
     def allocs_by_node(self, node_id: str) -> list[Allocation]:
-        ids = self._t.allocs_by_node.get(node_id, ())
-        return [self._t.allocs[i] for i in ids]
+        allocs = self._t.allocs
+        return [allocs[i] for i in self._t.allocs_by_node.get(node_id, EMPTY)]
 
     # servers
     def servers(self) -> list[ServerMember]:
@@ -108,8 +123,8 @@ class StateSnapshot:
         return list(self._t.evals.values())
 
     def evals_by_job(self, namespace: str, job_id: str) -> list[Evaluation]:
-        ids = self._t.evals_by_job.get((namespace, job_id), ())
-        return [self._t.evals[i] for i in ids]
+        evals = self._t.evals
+        return [evals[i] for i in self._t.evals_by_job.get((namespace, job_id), EMPTY)]
 
 
 class StateStore:
@@ -121,97 +136,115 @@ class StateStore:
 
     @contextmanager
     def reader(self) -> Iterator[StateSnapshot]:
-        """A view of the live tables, valid while the lock is held: keep reads short, never await inside."""
-        with self.lock:
-            yield StateSnapshot(self.t)
+        """A view of the current tables (as cheap as a snapshot; kept for call sites that read briefly)."""
+        yield self.snapshot()
 
     def snapshot(self) -> StateSnapshot:
-        """A copy that stays consistent after the lock is released (for the scheduler)."""
+        """A consistent point-in-time view, O(1): the tables are persistent maps."""
         with self.lock:
-            t = self.t
-            copy = Tables(
-                jobs=dict(t.jobs),
-                job_versions={k: list(v) for k, v in t.job_versions.items()},
-                evals=dict(t.evals),
-                allocs=dict(t.allocs),
-                nodes=dict(t.nodes),
-                servers=dict(t.servers),
-                allocs_by_job={k: set(v) for k, v in t.allocs_by_job.items()},
-                allocs_by_node={k: set(v) for k, v in t.allocs_by_node.items()},
-                evals_by_job={k: set(v) for k, v in t.evals_by_job.items()},
-                table_index=dict(t.table_index),
-                index=t.index,
-            )
-        return StateSnapshot(copy)
+            return StateSnapshot(dataclasses.replace(self.t))
 
     @property
     def index(self) -> int:
         return self.t.index
 
+    # --- reads the FSM uses while applying ---
+    def job(self, key: JobKey) -> Job | None:
+        return self.t.jobs.get(key)
+
+    def get_eval(self, eval_id: str) -> Evaluation | None:
+        return self.t.evals.get(eval_id)
+
+    def get_alloc(self, alloc_id: str) -> Allocation | None:
+        return self.t.allocs.get(alloc_id)
+
+    def get_node(self, node_id: str) -> Node | None:
+        return self.t.nodes.get(node_id)
+
+    def get_server(self, raft: str) -> ServerMember | None:
+        return self.t.servers.get(raft)
+
     # --- writes (FSM only) ---
     def put_job(self, job: Job) -> None:
+        t = self.t
         key = (job.namespace, job.id)
-        self.t.jobs[key] = job
-        versions = self.t.job_versions.setdefault(key, [])
-        if not versions or versions[-1].version != job.version:
-            versions.append(job)
-        else:
-            versions[-1] = job
+        t.jobs = t.jobs.set(key, job)
+        versions = t.job_versions.get(key, ())
+        if versions and versions[-1].version == job.version:
+            versions = versions[:-1]
+        t.job_versions = t.job_versions.set(key, (*versions, job))
 
     def delete_job(self, namespace: str, job_id: str) -> None:
         """Purge a job and its versions. Its allocations stay until their evaluation stops them."""
         key = (namespace, job_id)
-        self.t.jobs.pop(key, None)
-        self.t.job_versions.pop(key, None)
+        t = self.t
+        if key in t.jobs:
+            t.jobs = t.jobs.delete(key)
+        if key in t.job_versions:
+            t.job_versions = t.job_versions.delete(key)
 
     def put_eval(self, ev: Evaluation) -> None:
-        self.t.evals[ev.id] = ev
-        self.t.evals_by_job[(ev.namespace, ev.job_id)].add(ev.id)
+        t = self.t
+        t.evals = t.evals.set(ev.id, ev)
+        t.evals_by_job = _add(t.evals_by_job, (ev.namespace, ev.job_id), ev.id)
 
     def put_alloc(self, alloc: Allocation) -> None:
-        old = self.t.allocs.get(alloc.id)
+        t = self.t
+        old = t.allocs.get(alloc.id)
         if old is not None and old.node_id != alloc.node_id:
-            self.t.allocs_by_node[old.node_id].discard(alloc.id)
-        self.t.allocs[alloc.id] = alloc
-        self.t.allocs_by_job[(alloc.namespace, alloc.job_id)].add(alloc.id)
-        self.t.allocs_by_node[alloc.node_id].add(alloc.id)
+            t.allocs_by_node = _discard(t.allocs_by_node, old.node_id, alloc.id)
+        t.allocs = t.allocs.set(alloc.id, alloc)
+        if old is None:
+            t.allocs_by_job = _add(t.allocs_by_job, (alloc.namespace, alloc.job_id), alloc.id)
+        if old is None or old.node_id != alloc.node_id:
+            t.allocs_by_node = _add(t.allocs_by_node, alloc.node_id, alloc.id)
 
     def put_node(self, node: Node) -> None:
-        self.t.nodes[node.id] = node
+        self.t.nodes = self.t.nodes.set(node.id, node)
+
+    def put_server(self, member: ServerMember) -> None:
+        self.t.servers = self.t.servers.set(member.raft, member)
+
+    def delete_server(self, raft: str) -> None:
+        if raft in self.t.servers:
+            self.t.servers = self.t.servers.delete(raft)
 
     def bump(self, index: int, tables: set[str]) -> None:
-        self.t.index = index
-        for name in tables:
-            self.t.table_index[name] = index
+        t = self.t
+        t.index = index
+        with t.table_index.mutate() as m:
+            for name in tables:
+                m[name] = index
+            t.table_index = m.finish()
 
     # --- snapshot / restore (plain values, through the codec) ---
-    def dump(self) -> dict[str, Any]:
+    def dump(self, snap: StateSnapshot | None = None) -> dict[str, Any]:
+        """Plain values of ``snap`` (default: now); the lock is not held while encoding."""
         from shoal.codec import to_plain
 
-        with self.lock:
-            t = self.t
-            return {
-                "index": t.index,
-                "table_index": dict(t.table_index),
-                "job_versions": [to_plain(j) for vs in t.job_versions.values() for j in vs],
-                "jobs": [to_plain(j) for j in t.jobs.values()],
-                "evals": [to_plain(e) for e in t.evals.values()],
-                "allocs": [to_plain(a) for a in t.allocs.values()],
-                "nodes": [to_plain(n) for n in t.nodes.values()],
-                "servers": [to_plain(m) for m in t.servers.values()],
-            }
+        t = (snap or self.snapshot())._t
+        return {
+            "index": t.index,
+            "table_index": dict(t.table_index),
+            "job_versions": [to_plain(j) for vs in t.job_versions.values() for j in vs],
+            "jobs": [to_plain(j) for j in t.jobs.values()],
+            "evals": [to_plain(e) for e in t.evals.values()],
+            "allocs": [to_plain(a) for a in t.allocs.values()],
+            "nodes": [to_plain(n) for n in t.nodes.values()],
+            "servers": [to_plain(m) for m in t.servers.values()],
+        }
 
     def load(self, data: dict[str, Any]) -> None:
         from shoal.codec import from_plain
 
         with self.lock:
             self.t = Tables()
+            versions: dict[JobKey, list[Job]] = {}
             for raw in data.get("job_versions", ()):
                 j = from_plain(Job, raw)
-                self.t.job_versions.setdefault((j.namespace, j.id), []).append(j)
-            for raw in data.get("jobs", ()):
-                j = from_plain(Job, raw)
-                self.t.jobs[(j.namespace, j.id)] = j
+                versions.setdefault((j.namespace, j.id), []).append(j)
+            self.t.job_versions = Map({k: tuple(v) for k, v in versions.items()})
+            self.t.jobs = Map({(j.namespace, j.id): j for j in (from_plain(Job, r) for r in data.get("jobs", ()))})
             for raw in data.get("evals", ()):
                 self.put_eval(from_plain(Evaluation, raw))
             for raw in data.get("allocs", ()):
@@ -219,7 +252,6 @@ class StateStore:
             for raw in data.get("nodes", ()):
                 self.put_node(from_plain(Node, raw))
             for raw in data.get("servers", ()):
-                m = from_plain(ServerMember, raw)
-                self.t.servers[m.raft] = m
-            self.t.table_index = dict(data.get("table_index", {}))
+                self.put_server(from_plain(ServerMember, raw))
+            self.t.table_index = Map(data.get("table_index", {}))
             self.t.index = int(data.get("index", 0))

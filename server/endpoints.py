@@ -152,6 +152,7 @@ class Endpoints:
             job = codec.from_plain(Job, req.get("job") or {})
         except (TypeError, ValueError) as exc:
             raise InvalidRequest(f"malformed job: {exc}") from None
+        job.name = job.name or job.id  # Nomad's canonical default
         problems = validate_job(job, filename=str(req.get("source") or "<request>"))
         if problems:
             raise JobFileError(problems)
