@@ -417,6 +417,13 @@ class ImageStore:
         for candidate in _ref_candidates(ref):
             if candidate in by_ref:
                 return by_ref[candidate]
+        # Stored as docker.io/library/NAME:TAG (a `docker save` archive), asked for as NAME:TAG.
+        for stored, desc in by_ref.items():
+            if stored and ref in _ref_candidates(stored):
+                return desc
+        for stored, desc in by_ref.items():
+            if stored and tag and f"{name}:{tag}" in _ref_candidates(stored):
+                return desc
         return None
 
     def _pick_platform(self, index: dict[str, Any], ref: str) -> dict[str, Any]:

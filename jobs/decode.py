@@ -33,6 +33,7 @@ from shoal.jobs.model import (
     Constraint,
     Job,
     Lifecycle,
+    LogConfig,
     Network,
     Port,
     Resources,
@@ -178,7 +179,7 @@ class _Decoder:
             t.lifecycle = self.lifecycle(*life)
         logs = b.single("logs")
         if logs:
-            self.logs(*logs)
+            t.logs = self.logs(*logs)
         t.services = [self.service(s, p, f"{job.name}-{group.name}-{t.name}") for s, p in b.blocks("service")]
         b.finish()
         return t
@@ -269,14 +270,19 @@ class _Decoder:
         b.finish()
         return life
 
-    def logs(self, blk: Block, path: FieldPath) -> None:
+    def logs(self, blk: Block, path: FieldPath) -> LogConfig:
         b = _Body(self, blk, path)
+        logs = LogConfig()
         for name in ("max_files", "max_file_size"):
-            b.get(name, to_int, 0)
-        for name in ("disabled", "enabled"):
-            b.get(name, to_bool, False)
+            value = b.get(name, to_int, getattr(logs, name))
+            if value < 1:
+                self.problem(b.line(name), child(path, name), f"{name} must be at least 1, got {value}")
+            setattr(logs, name, value)
+        logs.disabled = b.get("disabled", to_bool, False)
+        if blk.attribute("enabled") is not None:
+            logs.disabled = not b.get("enabled", to_bool, True)
         b.finish()
-        self.warn(blk.line, path, "ignored: shoal keeps and rotates task logs itself (the logs block has no effect)")
+        return logs
 
     def constraint(self, blk: Block, path: FieldPath) -> Constraint:
         b = _Body(self, blk, path)

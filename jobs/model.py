@@ -115,6 +115,15 @@ class Lifecycle:
 
 
 @dataclass(slots=True)
+class LogConfig:
+    """Task log rotation: at most ``max_files`` files of ``max_file_size`` MB per stream (stdout, stderr)."""
+
+    max_files: int = 10
+    max_file_size: int = 10  # MB
+    disabled: bool = False  # nothing is kept
+
+
+@dataclass(slots=True)
 class Task:
     name: str = ""
     driver: str = ""
@@ -131,6 +140,7 @@ class Task:
     kill_signal: str = "SIGTERM"
     meta: dict[str, str] = field(default_factory=dict)
     leader: bool = False
+    logs: LogConfig = field(default_factory=LogConfig)
 
 
 @dataclass(slots=True)

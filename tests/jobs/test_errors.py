@@ -208,7 +208,6 @@ def test_a_file_of_unsupported_features_lists_them_all():
         'job "everything" group "g" volume "v"',
         'job "everything" group "g" max_client_disconnect',
         'job "everything" group "g" consul',
-        'job "everything" group "g" task "t" config.volumes',
         'job "everything" group "g" task "t" artifact',
         'job "everything" group "g" task "t" identity',
         'job "everything" group "g" task "t" volume_mount',
@@ -285,7 +284,8 @@ def test_docker_config_is_checked():
         'web.hcl:9: job "web" group "cache" task "redis" config.privileged: not supported by the docker driver: '
         "shoal runs no privileged containers",
         'web.hcl:10: job "web" group "cache" task "redis" config.frobnicate: unknown option for the docker driver '
-        "(it understands image, command, args, entrypoint, work_dir, readonly_rootfs, pids_limit)",
+        "(it understands image, command, args, entrypoint, work_dir, volumes, readonly_rootfs, pids_limit, auth, "
+        "force_pull, cpu_hard_limit, cap_drop)",
     ]
 
 

@@ -479,10 +479,12 @@ def test_file_function_reads_relative_to_the_job_file(tmp_path: Path):
     assert "file(): cannot read" in p.message
 
 
-def test_logs_block_is_accepted_with_a_warning():
-    loaded = load_job_text(one_task("logs {\n max_files = 3\n }"), "web.hcl")
-    assert loaded.warnings == ['web.hcl:6: job "web" group "g" task "t" logs: ignored: shoal keeps and rotates task '
-                               "logs itself (the logs block has no effect)"]
+def test_logs_block_sets_rotation():
+    loaded = load_job_text(one_task("logs {\n max_files = 3\n max_file_size = 2\n }"), "web.hcl")
+    assert loaded.warnings == []
+    logs = loaded.job.groups[0].tasks[0].logs
+    assert (logs.max_files, logs.max_file_size, logs.disabled) == (3, 2, False)
+    assert load_job_text(one_task(""), "web.hcl").job.groups[0].tasks[0].logs.max_files == 10
 
 
 def test_docker_ports_and_auth_soft_fail_are_accepted_with_warnings():
@@ -491,10 +493,9 @@ def test_docker_ports_and_auth_soft_fail_are_accepted_with_warnings():
     loaded = load_job_text(text, "w.hcl")
     assert loaded.job.groups[0].tasks[0].config == {"image": "redis", "ports": ["db"], "auth_soft_fail": True}
     assert loaded.warnings == [
-        'w.hcl:10: job "w" group "g" task "t" config.ports: ignored: every port of the group\'s network already '
-        "reaches the task",
-        'w.hcl:11: job "w" group "g" task "t" config.auth_soft_fail: ignored: images come from the local store, '
-        "without registry logins",
+        'w.hcl:10: job "w" group "g" task "t" config.ports: ignored: containers have their own network namespace: '
+        "ports are not published on the host (service checks reach them inside it)",
+        'w.hcl:11: job "w" group "g" task "t" config.auth_soft_fail: ignored: a failed registry login fails the pull',
     ]
 
 
