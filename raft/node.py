@@ -14,7 +14,7 @@ import pickle
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from shoal.raft.fsm import FSM, encode_batch
 
 log = structlog.get_logger("shoal.raft")
 
-SNAPSHOT_MAGIC = b"SHOALSNAP1"
+SNAPSHOT_MAGIC = b"SHOALSNAP2"
 # A write that no leader commits fails within this (plus transport): "no cluster leader" inside 10 s.
 DEFAULT_WRITE_TIMEOUT = 8.0
 MAX_BATCH = 256
@@ -237,10 +237,14 @@ class RaftNode:
 
         def work() -> None:
             try:
-                body = msgpack.packb({"state": self.fsm.store.dump(snap), "raft": pickle.dumps(raft_data)}, use_bin_type=True)
                 partial = final + ".partial"
+                z = zlib.compressobj(1)
                 with open(partial, "wb") as f:
-                    f.write(SNAPSHOT_MAGIC + zlib.compress(body, 1))
+                    f.write(SNAPSHOT_MAGIC)
+                    f.write(z.compress(msgpack.packb(["raft", pickle.dumps(raft_data)], use_bin_type=True)))
+                    for record in self.fsm.store.dump_records(snap):
+                        f.write(z.compress(msgpack.packb(record, use_bin_type=True)))
+                    f.write(z.flush())
                     f.flush()
                     os.fsync(f.fileno())
                 os.replace(partial, final)
@@ -260,13 +264,27 @@ class RaftNode:
         return status
 
     def _read_snapshot(self, filename: str) -> Any:
-        with open(filename, "rb") as f:
-            data = f.read()
-        if not data.startswith(SNAPSHOT_MAGIC):
-            raise ValueError(f"{filename}: not a shoal snapshot")
-        body = msgpack.unpackb(zlib.decompress(data[len(SNAPSHOT_MAGIC):]), raw=False, strict_map_key=False)
-        self.fsm.store.load(body["state"])
-        return pickle.loads(body["raft"])
+        raft_data: list[Any] = []
+
+        def records() -> Iterator[tuple[str, Any]]:
+            z = zlib.decompressobj()
+            unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=1 << 30)
+            with open(filename, "rb") as f:
+                if f.read(len(SNAPSHOT_MAGIC)) != SNAPSHOT_MAGIC:
+                    raise ValueError(f"{filename}: not a shoal snapshot")
+                while chunk := f.read(1 << 20):
+                    unpacker.feed(z.decompress(chunk))
+                    for kind, value in unpacker:
+                        if kind == "raft":
+                            raft_data.append(pickle.loads(value))
+                        else:
+                            yield kind, value
+                unpacker.feed(z.flush())
+                for kind, value in unpacker:
+                    yield kind, value
+
+        self.fsm.store.load_records(records())
+        return raft_data[0]
 
 
 def _resolve(fut: asyncio.Future, result: Any, err: int) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -218,40 +218,66 @@ class StateStore:
             t.table_index = m.finish()
 
     # --- snapshot / restore (plain values, through the codec) ---
-    def dump(self, snap: StateSnapshot | None = None) -> dict[str, Any]:
-        """Plain values of ``snap`` (default: now); the lock is not held while encoding."""
+    TABLE_TYPES = (("job_versions", Job), ("jobs", Job), ("evals", Evaluation), ("allocs", Allocation),
+                   ("nodes", Node), ("servers", ServerMember))
+
+    def dump_records(self, snap: StateSnapshot | None = None) -> Iterator[tuple[str, Any]]:
+        """The state of ``snap`` (default: now) as a stream of small records: ("meta", {...}), then
+        one (table, plain record) per row. Small pieces let a snapshot thread share the GIL."""
         from shoal.codec import to_plain
 
         t = (snap or self.snapshot())._t
-        return {
-            "index": t.index,
-            "table_index": dict(t.table_index),
-            "job_versions": [to_plain(j) for vs in t.job_versions.values() for j in vs],
-            "jobs": [to_plain(j) for j in t.jobs.values()],
-            "evals": [to_plain(e) for e in t.evals.values()],
-            "allocs": [to_plain(a) for a in t.allocs.values()],
-            "nodes": [to_plain(n) for n in t.nodes.values()],
-            "servers": [to_plain(m) for m in t.servers.values()],
-        }
+        yield "meta", {"index": t.index, "table_index": dict(t.table_index)}
+        for vs in t.job_versions.values():
+            for j in vs:
+                yield "job_versions", to_plain(j)
+        for name, table in (("jobs", t.jobs), ("evals", t.evals), ("allocs", t.allocs), ("nodes", t.nodes),
+                            ("servers", t.servers)):
+            for rec in table.values():
+                yield name, to_plain(rec)
 
-    def load(self, data: dict[str, Any]) -> None:
+    def load_records(self, records: Iterable[tuple[str, Any]]) -> None:
         from shoal.codec import from_plain
 
+        types = dict(self.TABLE_TYPES)
         with self.lock:
             self.t = Tables()
             versions: dict[JobKey, list[Job]] = {}
-            for raw in data.get("job_versions", ()):
-                j = from_plain(Job, raw)
-                versions.setdefault((j.namespace, j.id), []).append(j)
+            jobs: dict[JobKey, Job] = {}
+            meta: dict[str, Any] = {}
+            for kind, raw in records:
+                if kind == "meta":
+                    meta = raw
+                    continue
+                rec = from_plain(types[kind], raw)
+                if kind == "job_versions":
+                    versions.setdefault((rec.namespace, rec.id), []).append(rec)
+                elif kind == "jobs":
+                    jobs[(rec.namespace, rec.id)] = rec
+                elif kind == "evals":
+                    self.put_eval(rec)
+                elif kind == "allocs":
+                    self.put_alloc(rec)
+                elif kind == "nodes":
+                    self.put_node(rec)
+                elif kind == "servers":
+                    self.put_server(rec)
             self.t.job_versions = Map({k: tuple(v) for k, v in versions.items()})
-            self.t.jobs = Map({(j.namespace, j.id): j for j in (from_plain(Job, r) for r in data.get("jobs", ()))})
-            for raw in data.get("evals", ()):
-                self.put_eval(from_plain(Evaluation, raw))
-            for raw in data.get("allocs", ()):
-                self.put_alloc(from_plain(Allocation, raw))
-            for raw in data.get("nodes", ()):
-                self.put_node(from_plain(Node, raw))
-            for raw in data.get("servers", ()):
-                self.put_server(from_plain(ServerMember, raw))
-            self.t.table_index = Map(data.get("table_index", {}))
-            self.t.index = int(data.get("index", 0))
+            self.t.jobs = Map(jobs)
+            self.t.table_index = Map(meta.get("table_index", {}))
+            self.t.index = int(meta.get("index", 0))
+
+    def dump(self, snap: StateSnapshot | None = None) -> dict[str, Any]:
+        """The whole state as one plain dict (tests and tools; snapshots stream ``dump_records``)."""
+        out: dict[str, Any] = {name: [] for name, _ in self.TABLE_TYPES}
+        for kind, rec in self.dump_records(snap):
+            if kind == "meta":
+                out.update(rec)
+            else:
+                out[kind].append(rec)
+        return out
+
+    def load(self, data: dict[str, Any]) -> None:
+        meta = {"index": data.get("index", 0), "table_index": data.get("table_index", {})}
+        records = [("meta", meta)] + [(name, r) for name, _ in self.TABLE_TYPES for r in data.get(name, ())]
+        self.load_records(records)

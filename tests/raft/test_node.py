@@ -35,11 +35,14 @@ def test_group_commit_snapshot_and_restart(tmp_path: Path):
             await _leader(node)
             results = await asyncio.gather(*(node.submit(ops.JOB_REGISTER, job(i)) for i in range(400)))
             assert sorted(i for i, _ in results) == list(range(1, 401))  # one index per write, none lost
+            await node.submit(ops.JOB_REGISTER, job(1000))
             deadline = time.monotonic() + 20
             while node.last_snapshot_seconds == 0.0:  # compaction runs in the background
                 assert time.monotonic() < deadline, "no snapshot was written"
-                await node.submit(ops.JOB_REGISTER, job(1000))
+                await node.submit(ops.NOOP, {})
                 await asyncio.sleep(0.05)
+            for i in range(1001, 1011):  # written after the snapshot: replayed from the journal
+                await node.submit(ops.JOB_REGISTER, job(i))
             return node.fsm.store.index
         finally:
             node.stop()
@@ -55,7 +58,7 @@ def test_group_commit_snapshot_and_restart(tmp_path: Path):
             await _leader(node)
             await node.barrier()
             snap = fsm.store.snapshot()
-            assert len(snap.jobs()) == 401
+            assert len(snap.jobs()) == 411
             assert snap.index >= index
         finally:
             node.stop()
