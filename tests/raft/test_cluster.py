@@ -196,3 +196,21 @@ def test_event_stream_reports_committed_changes(cluster):
 def test_unreachable_leader_is_not_a_crash():
     with pytest.raises(ShoalError):
         call("127.0.0.1:1", "Job.List", {}, timeout=2)
+
+
+def test_a_restarted_follower_catches_up(cluster):
+    leader = cluster.wait_leader()
+    follower = next(s for s in cluster.servers if s is not leader)
+    follower.kill()
+    for i in range(30):
+        call(leader.address, "Job.Register", {"job": job(i)})
+    follower.start()
+
+    def caught_up() -> bool:
+        try:
+            jobs = call(follower.address, "Job.List", {"stale": True}, timeout=2)["jobs"]
+        except ShoalError:
+            return False
+        return len(jobs) == 30
+
+    wait_for(caught_up, 30, "the restarted follower to catch up")
