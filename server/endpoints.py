@@ -7,8 +7,8 @@ fail on bad input); reads of lists and allocations are blocking queries:
 
 from __future__ import annotations
 
-import time
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +31,8 @@ from shoal.jobs.validate import validate_job
 from shoal.raft import ops
 from shoal.raft.state import StateSnapshot
 from shoal.rpc.transport import RpcServer
+from shoal.server.dryrun import plan_job
+from shoal.server.leader import node_evals
 
 if TYPE_CHECKING:
     from shoal.server.server import Server
@@ -87,12 +89,15 @@ class Endpoints:
             "Node.Register": self.node_register,
             "Node.Heartbeat": self.node_heartbeat,
             "Alloc.Update": self.alloc_update,
+            "Node.UpdateDrain": self.node_update_drain,
+            "Node.UpdateEligibility": self.node_update_eligibility,
             "Operator.RaftAddPeer": self.raft_add_peer,
             "Operator.RaftRemovePeer": self.raft_remove_peer,
         }
         # Consistent reads go to the leader too; with ``stale`` any server answers from its own state.
         reads = {
             "Job.List": self.job_list,
+            "Job.Plan": self.job_plan,
             "Job.Get": self.job_get,
             "Eval.Get": self.eval_get,
             "Node.List": self.node_list,
@@ -146,6 +151,13 @@ class Endpoints:
         ids = [j.id for j in s.jobs(ns)]
         return s.job(ns, resolve_prefix(job_id, ids, "job"))  # type: ignore[return-value]
 
+    @staticmethod
+    def _eval(job: Job, triggered_by: str, now: float, node_id: str = "") -> Evaluation:
+        return Evaluation(
+            id=new_id(), namespace=job.namespace, job_id=job.id, type=job.type, priority=job.priority,
+            triggered_by=triggered_by, node_id=node_id, status=EVAL_PENDING, create_time=now, modify_time=now,
+        )
+
     # --- jobs ---
     async def job_register(self, req: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -157,22 +169,30 @@ class Endpoints:
         if problems:
             raise JobFileError(problems)
         now = time.time()
-        ev = Evaluation(
-            id=new_id(), namespace=job.namespace, job_id=job.id, type=job.type, priority=job.priority,
-            triggered_by="job-register", status=EVAL_PENDING, create_time=now, modify_time=now,
-        )
+        ev = self._eval(job, "job-register", now)
         index, value = await self.server.raft.submit(ops.JOB_REGISTER, ops.JobRegister(job=job, eval=ev, now=now))
         return {"index": index, "eval_id": ev.id, **value}
+
+    async def job_plan(self, req: dict[str, Any]) -> dict[str, Any]:
+        """A dry run of ``job run``: the diff against the running version and what the scheduler would do."""
+        try:
+            job = codec.from_plain(Job, req.get("job") or {})
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequest(f"malformed job: {exc}") from None
+        job.name = job.name or job.id
+        problems = validate_job(job, filename=str(req.get("source") or "<request>"))
+        if problems:
+            raise JobFileError(problems)
+        snap = self.store.snapshot()
+        result = await asyncio.to_thread(plan_job, snap, job)
+        return {"index": snap.index, **result}
 
     async def job_deregister(self, req: dict[str, Any]) -> dict[str, Any]:
         ns = self._namespace(req)
         with self.store.reader() as s:
             job = self._find_job(s, ns, str(req.get("job_id") or ""))
         now = time.time()
-        ev = Evaluation(
-            id=new_id(), namespace=ns, job_id=job.id, type=job.type, priority=job.priority,
-            triggered_by="job-deregister", status=EVAL_PENDING, create_time=now, modify_time=now,
-        )
+        ev = self._eval(job, "job-deregister", now)
         payload = ops.JobDeregister(namespace=ns, job_id=job.id, purge=bool(req.get("purge")), eval=ev, now=now)
         index, value = await self.server.raft.submit(ops.JOB_DEREGISTER, payload)
         return {"index": index, "eval_id": ev.id, "job_id": job.id, **value}
@@ -235,7 +255,14 @@ class Endpoints:
         if not node.id or not node.name:
             raise InvalidRequest("node id and name are required")
         now = time.time()
-        index, _ = await self.server.raft.submit(ops.NODE_REGISTER, ops.NodeRegister(node=node, now=now))
+        with self.store.reader() as s:
+            old = s.node(node.id)
+            # A node that is new or comes back ready may run system jobs, and may unblock evaluations.
+            evals = [] if old is not None and old.status == "ready" else [
+                self._eval(j, "node-register", now, node_id=node.id)
+                for j in s.jobs() if j.type in ("system", "sysbatch") and not j.stop
+            ]
+        index, _ = await self.server.raft.submit(ops.NODE_REGISTER, ops.NodeRegister(node=node, evals=evals, now=now))
         ttl = self.server.heartbeat(node.id)
         return {"index": index, "heartbeat_ttl": ttl}
 
@@ -248,6 +275,30 @@ class Endpoints:
         if node.status == NODE_DOWN:
             return {"reregister": True, "heartbeat_ttl": 0}
         return {"reregister": False, "heartbeat_ttl": self.server.heartbeat(node_id)}
+
+    async def node_update_drain(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Drain (or stop draining) a node: it takes no new work and its allocations migrate."""
+        return await self._node_eligibility(req, drain=bool(req.get("enable")), eligible=None)
+
+    async def node_update_eligibility(self, req: dict[str, Any]) -> dict[str, Any]:
+        return await self._node_eligibility(req, drain=None, eligible=bool(req.get("enable")))
+
+    async def _node_eligibility(self, req: dict[str, Any], *, drain: bool | None, eligible: bool | None) -> dict[str, Any]:
+        now = time.time()
+        with self.store.reader() as s:
+            node_id = resolve_prefix(str(req.get("node_id") or ""), [n.id for n in s.nodes()], "node")
+            node = s.node(node_id)
+            new_drain = node.drain if drain is None else drain
+            # Draining makes a node ineligible; ending a drain makes it eligible again (as Nomad).
+            new_eligible = (not new_drain) if eligible is None else eligible
+            evals = node_evals(s, node_id, "node-drain", now) if new_drain and not node.drain else []
+            if new_eligible and not node.eligible or (not new_drain and node.drain):
+                evals += [self._eval(j, "node-update", now, node_id=node_id)
+                          for j in s.jobs() if j.type in ("system", "sysbatch") and not j.stop]
+        payload = ops.NodeEligibility(node_id=node_id, eligible=new_eligible, drain=new_drain, evals=evals)
+        index, _ = await self.server.raft.submit(ops.NODE_ELIGIBILITY, payload)
+        return {"index": index, "node_id": node_id, "drain": new_drain, "eligible": new_eligible,
+                "eval_ids": [e.id for e in evals]}
 
     async def node_list(self, req: dict[str, Any]) -> dict[str, Any]:
         def read(s: StateSnapshot) -> dict[str, Any]:
@@ -309,7 +360,19 @@ class Endpoints:
         updates = [codec.from_plain(AllocUpdate, u) for u in req.get("updates") or ()]
         if not updates:
             return {"index": self.store.index}
-        payload = ops.AllocClientUpdate(node_id=node_id, updates=updates, now=time.time())
+        now = time.time()
+        evals: dict[tuple[str, str], Evaluation] = {}
+        with self.store.reader() as s:
+            for u in updates:
+                a = s.alloc(u.id)
+                if a is None or a.client_status == u.client_status:
+                    continue
+                # A failure may be rescheduled; a stop frees capacity a blocked evaluation may want.
+                if u.client_status == "failed" and a.desired_status == "run":
+                    job = s.job(a.namespace, a.job_id)
+                    if job is not None and not job.stop and (a.namespace, a.job_id) not in evals:
+                        evals[(a.namespace, a.job_id)] = self._eval(job, "alloc-failure", now)
+        payload = ops.AllocClientUpdate(node_id=node_id, updates=updates, evals=list(evals.values()), now=now)
         index, value = await self.server.raft.submit(ops.ALLOC_CLIENT_UPDATE, payload)
         return {"index": index, **value}
 

@@ -41,6 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_address(q)
     q.set_defaults(func=cmd_run)
 
+    q = jsub.add_parser("plan", help="dry run: what `job run` would change (exit 1 when it would change something)")
+    q.add_argument("file")
+    _add_vars(q)
+    add_address(q)
+    add_json(q)
+    q.set_defaults(func=cmd_plan)
+
     q = jsub.add_parser("status", help="list jobs, or show one")
     q.add_argument("job", nargs="?")
     add_address(q)
@@ -164,6 +171,41 @@ async def _follow_allocs(c: RpcClient, job_id: str, version: int, deadline: floa
             return 0
         if not allocs and r["status"] == "dead":
             return 0
+
+
+# --- plan ---
+async def cmd_plan(args: argparse.Namespace) -> int:
+    loaded = load_job_file(args.file, variables=_variables(args))
+    for w in loaded.warnings:
+        out.print(f"Warning: {w}", markup=False)
+    async with client(args) as c:
+        r = await c.call("Job.Plan", {"job": codec.to_plain(loaded.job), "source": str(args.file)})
+    if args.json:
+        print_json({k: v for k, v in r.items() if k != "index"})
+        return 1 if r["changes"] else 0
+    diff = r["diff"]
+    head = "+" if diff and all(d["kind"] == "added" for d in diff) and not r["job_modify_index"] else "~" if diff else " "
+    out.print(f'{head} Job: "{r["job_id"]}"', markup=False)
+    if not r["job_modify_index"]:
+        pass  # a new job: every field is new; the groups below say what gets created
+    else:
+        for d in diff:
+            sign = {"added": "+", "deleted": "-", "edited": "~"}[d["kind"]]
+            shown = d["new"] if d["kind"] == "added" else d["old"] if d["kind"] == "deleted" else f'{d["old"]!r} => {d["new"]!r}'
+            out.print(f"  {sign} {d['path']}: {shown}", markup=False)
+    for g, counts in r["groups"].items():
+        parts = [f"{n} {k}" for k, n in counts.items() if n]
+        out.print(f'  Task Group: "{g}" ({", ".join(parts) or "no change"})', markup=False)
+    out.print("\nScheduler dry-run:")
+    if not r["failed_tg_allocs"]:
+        out.print("- All tasks successfully allocated.")
+    for f in r["failed_tg_allocs"].values():
+        out.print("- WARNING: Failed to place all allocations.", markup=False)
+        for line in codec.from_plain(PlacementFailure, f).explain():
+            out.print(f"  {line}", markup=False)
+    out.print(f"\nJob Modify Index: {r['job_modify_index']}")
+    out.print(f"To submit the job with version verification run:\n\nshoal job run {args.file}", markup=False)
+    return 1 if r["changes"] else 0
 
 
 # --- status ---

@@ -18,6 +18,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_stale(q)
     q.set_defaults(func=cmd_status)
 
+    for verb, helptext in (("drain", "stop placing work on a node and migrate its allocations away"),
+                           ("eligibility", "allow or forbid new placements on a node")):
+        q = nsub.add_parser(verb, help=helptext)
+        q.add_argument("node")
+        g = q.add_mutually_exclusive_group(required=True)
+        g.add_argument("--enable", "-enable", action="store_true")
+        g.add_argument("--disable", "-disable", action="store_true")
+        if verb == "drain":
+            q.add_argument("--deadline", "-deadline", default="1h",
+                           help="accepted for Nomad compatibility; allocations migrate at once (no migrate stanza yet)")
+        add_address(q)
+        q.set_defaults(func=cmd_drain if verb == "drain" else cmd_eligibility)
+
 
 async def cmd_status(args: argparse.Namespace) -> int:
     async with client(args) as c:
@@ -57,4 +70,20 @@ async def cmd_status(args: argparse.Namespace) -> int:
             for n in r["nodes"]
         ],
     )
+    return 0
+
+
+async def cmd_drain(args: argparse.Namespace) -> int:
+    async with client(args) as c:
+        r = await c.call("Node.UpdateDrain", {"node_id": args.node, "enable": args.enable})
+    state = "draining: its allocations are being migrated" if r["drain"] else "no longer draining"
+    out.print(f"Node {short(r['node_id'])} {state} ({len(r['eval_ids'])} evaluation(s) created)", markup=False)
+    return 0
+
+
+async def cmd_eligibility(args: argparse.Namespace) -> int:
+    async with client(args) as c:
+        r = await c.call("Node.UpdateEligibility", {"node_id": args.node, "enable": args.enable})
+    out.print(f"Node {short(r['node_id'])} scheduling eligibility: {'eligible' if r['eligible'] else 'ineligible'}",
+              markup=False)
     return 0

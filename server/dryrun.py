@@ -1,0 +1,67 @@
+"""``job plan``: run the scheduler on what the state would be with a job registered, commit nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+from shoal import codec
+from shoal.ids import new_id
+from shoal.jobs.diff import diff_jobs
+from shoal.jobs.model import Job
+from shoal.jobs.structs import EVAL_PENDING, Evaluation
+from shoal.raft.fsm import job_spec
+from shoal.raft.state import StateSnapshot
+from shoal.scheduler import schedule
+
+
+class WithJob:
+    """A snapshot in which one job is replaced: the scheduler's view after a register."""
+
+    def __init__(self, snap: StateSnapshot, job: Job):
+        self._snap = snap
+        self._job = job
+
+    def job(self, namespace: str, job_id: str) -> Job | None:
+        if (namespace, job_id) == (self._job.namespace, self._job.id):
+            return self._job
+        return self._snap.job(namespace, job_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._snap, name)
+
+
+def plan_job(snap: StateSnapshot, job: Job) -> dict[str, Any]:
+    old = snap.job(job.namespace, job.id)
+    changed = old is None or old.stop or job_spec(old) != job_spec(job)
+    candidate = dataclasses.replace(
+        job,
+        version=(old.version + 1 if changed else old.version) if old else 0,
+        create_index=old.create_index if old else snap.index + 1,
+        job_modify_index=snap.index + 1 if changed else old.job_modify_index,
+        modify_index=snap.index + 1,
+        stop=False,
+    )
+    now = time.time()
+    ev = Evaluation(id=new_id(), namespace=job.namespace, job_id=job.id, type=job.type, priority=job.priority,
+                    triggered_by="job-plan", status=EVAL_PENDING, create_time=now, modify_time=now)
+    plan = schedule(WithJob(snap, candidate), ev, now=now, new_id=new_id)
+    per_group: dict[str, dict[str, int]] = {g.name: {"create": 0, "destroy": 0} for g in candidate.groups}
+    for allocs in plan.node_allocation.values():
+        for a in allocs:
+            per_group.setdefault(a.task_group, {"create": 0, "destroy": 0})["create"] += 1
+    for allocs in plan.node_update.values():
+        for a in allocs:
+            per_group.setdefault(a.task_group, {"create": 0, "destroy": 0})["destroy"] += 1
+    annotations = getattr(plan, "annotations", {}) or {}
+    return {
+        "job_id": job.id,
+        "version": candidate.version,
+        "job_modify_index": old.job_modify_index if old else 0,
+        "diff": [{"path": c.path, "kind": c.kind, "old": c.old, "new": c.new} for c in diff_jobs(old, job)],
+        "groups": per_group,
+        "annotations": {g: codec.to_plain(a) for g, a in annotations.items()},
+        "failed_tg_allocs": {g: codec.to_plain(f) for g, f in plan.failed_tg_allocs.items()},
+        "changes": not plan.is_noop(),
+    }
