@@ -143,6 +143,8 @@ async def monitor(c: RpcClient, job_id: str, eval_id: str, version: int, timeout
             out.print(f"    {line}", markup=False)
     if status != "complete":
         raise ShoalError(f"evaluation {short(eval_id)} {status}: {ev.get('status_description') or 'see shoal job status'}")
+    if failures and not seen:
+        return 1  # nothing placed: the explanation above says why; a blocked evaluation retries on new capacity
     code = await _follow_allocs(c, job_id, version, deadline)
     return 1 if failures else code
 

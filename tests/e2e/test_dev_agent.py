@@ -118,3 +118,17 @@ def test_unreachable_server_is_a_clear_error(tmp_path):
     p = subprocess.run([SHOAL, "job", "status", "--address", env_addr], capture_output=True, text=True, timeout=60)
     assert p.returncode == 1
     assert "cannot reach shoal" in p.stderr
+
+
+def test_unplaceable_job_explains_which_resource_was_exhausted(dev_agent, tmp_path):
+    f = tmp_path / "huge.hcl"
+    f.write_text(LOGGING_JOB.replace('job "echo"', 'job "huge"').replace("memory = 32", "memory = 100000000"))
+    r = dev_agent.cli("job", "run", str(f))
+    assert r.code == 1, r.out + r.err
+    assert "Resources exhausted on 1 node(s): memory" in r.out
+    status = dev_agent.cli("job", "status", "huge")
+    assert status.code == 0
+    assert "Placement Failure" in status.out
+    assert "Resources exhausted on 1 node(s): memory" in status.out
+    plan = dev_agent.cli("job", "plan", str(f))
+    assert "Resources exhausted on 1 node(s): memory" in plan.out
