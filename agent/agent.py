@@ -15,16 +15,19 @@ from typing import Any
 import structlog
 
 from shoal import codec
-from shoal.agent.allocrunner import AllocRunner
-from shoal.agent.drivers.base import Driver
+from shoal.agent.allocrunner import AllocRunner, exec_command, load_state
+from shoal.agent.drivers.base import Driver, DriverError
 from shoal.agent.drivers.registry import build_drivers
+from shoal.agent.execsession import ExecManager
 from shoal.agent.fingerprint import fingerprint
+from shoal.agent.imagemgr import ImageManager
 from shoal.agent.images import ImageStore
 from shoal.agent.logs import read_log
 from shoal.agent.procwait import become_subreaper
-from shoal.agent.taskrunner import log_paths
+from shoal.agent.registry_client import RegistryConfig, load_auth_file
+from shoal.agent.taskrunner import TaskRunner, log_paths
 from shoal.config import ClientConfig
-from shoal.errors import NotFound, ShoalError
+from shoal.errors import InvalidRequest, NotFound, ShoalError
 from shoal.jobs.model import Job
 from shoal.jobs.structs import DESIRED_RUN, TASK_DEAD, AllocUpdate, Allocation, Node, NodeResources
 from shoal.rpc.transport import RpcClient, RpcServer
@@ -33,6 +36,8 @@ log = structlog.get_logger("shoal.agent")
 
 WATCH_WAIT = 30.0
 RETRY_MIN, RETRY_MAX = 0.2, 5.0
+HOUSEKEEPING_INTERVAL = 1.0  # log rotation checks
+IMAGE_GC_INTERVAL = 300.0
 
 
 class Agent:
@@ -49,6 +54,10 @@ class Agent:
         self._clients: dict[str, RpcClient] = {}
         self.rpc = RpcServer()
         self.ready = asyncio.Event()
+        self.execs = ExecManager()
+        self.image_manager: ImageManager | None = None
+        self._gc_wanted = False
+        self._synced_once = False
 
     # --- lifecycle ---
     async def start(self) -> None:
@@ -56,10 +65,22 @@ class Agent:
         data = self.cfg.data_dir
         (data / "allocs").mkdir(parents=True, exist_ok=True)
         images = ImageStore(self.cfg.image_dir)
-        self.drivers = build_drivers(
-            images, raw_exec_enabled=self.cfg.raw_exec, runc_root=self.cfg.runc_root, state_dir=data / "containers"
+        registry = RegistryConfig(
+            insecure=frozenset(self.cfg.insecure_registries),
+            auths=load_auth_file(self.cfg.registry_auth) if self.cfg.registry_auth else {},
+            default_registry=self.cfg.default_registry,
         )
+        self.drivers = build_drivers(
+            images, raw_exec_enabled=self.cfg.raw_exec, runc_root=self.cfg.runc_root, state_dir=data / "containers",
+            registry=registry, allowed_volumes=list(self.cfg.allowed_volumes), image_gc_delay=self.cfg.image_gc_delay,
+        )
+        self.image_manager = getattr(self.drivers.get("container"), "image_manager", None)
+        self._restore()
         self.rpc.stream("Agent.Logs", self.logs)
+        self.rpc.unary("Agent.AllocRestart", self.alloc_restart)
+        self.rpc.unary("Agent.ExecStart", self.exec_start)
+        self.rpc.stream("Agent.ExecOutput", self.exec_output)
+        self.rpc.unary("Agent.ExecInput", self.exec_input)
         host = self.cfg.rpc_bind.rsplit(":", 1)[0]
         port = await self.rpc.start(self.cfg.rpc_bind)
         self.node = self._fingerprint(f"{host}:{port}")
@@ -68,6 +89,7 @@ class Agent:
             loop.create_task(self._run_forever(self._register_and_heartbeat), name="agent-heartbeat"),
             loop.create_task(self._run_forever(self._watch), name="agent-watch"),
             loop.create_task(self._run_forever(self._report), name="agent-report"),
+            loop.create_task(self._run_forever(self._housekeeping), name="agent-housekeeping"),
         ]
         log.info("agent started", node_id=self.node.id, name=self.node.name, drivers=sorted(self.node.drivers))
 
@@ -75,9 +97,14 @@ class Agent:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.execs.close()
         if self.cfg.destroy_on_shutdown and self.runners:
             log.info("stopping allocations before exit", count=len(self.runners))
             await asyncio.gather(*(r.stop("agent shutting down") for r in self.runners.values()), return_exceptions=True)
+        else:
+            # The tasks keep running; a restarted agent re-attaches to them from the state files.
+            for r in self.runners.values():
+                r._save()
         await self.rpc.stop()
         for c in self._clients.values():
             await c.close()
@@ -97,6 +124,7 @@ class Agent:
                 driver_attrs.update(attrs)
                 names.append(name)
         res, attrs = fingerprint(self.cfg.data_dir, driver_attrs)
+        attrs["driver.available"] = ",".join(sorted(names))
         return Node(
             id=node_id,
             name=self.cfg.node_name or socket.gethostname(),
@@ -173,7 +201,55 @@ class Agent:
             allocs = [codec.from_plain(Allocation, a) for a in resp.get("allocations") or ()]
             await self._sync(allocs, jobs)
 
+    # --- restore ---
+    def _restore(self) -> None:
+        """Re-create the runners of allocations an earlier agent process ran, from their state files.
+
+        Their tasks are re-attached (same containers, same pids), not started again;
+        containers no state file claims are destroyed.
+        """
+        allocs_dir = self.cfg.data_dir / "allocs"
+        claimed: set[str] = set()
+        for d in sorted(p for p in allocs_dir.iterdir() if p.is_dir()):
+            state = load_state(d)
+            if state is None:
+                continue
+            try:
+                alloc = codec.from_plain(Allocation, state["alloc"])
+                job = codec.from_plain(Job, state["job"])
+                runner = AllocRunner(alloc, job, self.drivers, allocs_dir, self._mark_dirty, restored=state)
+            except Exception as exc:
+                log.warning("cannot restore an allocation; leaving it", alloc_dir=str(d), error=str(exc))
+                continue
+            for name, t in (state.get("tasks") or {}).items():
+                claimed.add(f"shoal-{alloc.id}-{name}")
+                if t.get("handle"):
+                    claimed.add(str(t["handle"].get("id")))
+            self.runners[alloc.id] = runner
+            runner.start()
+            log.info("allocation restored", alloc_id=alloc.id, name=alloc.name)
+        leftovers = []
+        for drv in {id(d): d for d in self.drivers.values()}.values():
+            for h in getattr(drv, "leftover_handles", lambda: [])():
+                if h.id not in claimed:
+                    leftovers.append((drv, h))
+        if leftovers:
+            log.info("destroying containers no allocation claims", count=len(leftovers))
+
+            async def destroy() -> None:
+                for drv, h in leftovers:
+                    try:
+                        await drv.destroy(h)
+                    except Exception as exc:
+                        log.warning("destroying a leftover container failed", id=h.id, error=str(exc))
+
+            asyncio.get_running_loop().create_task(destroy())
+
     async def _sync(self, allocs: list[Allocation], jobs: dict[str, Job | None]) -> None:
+        known = {a.id for a in allocs}
+        for alloc_id, runner in list(self.runners.items()):
+            if alloc_id not in known:  # gone from the servers (purged): stop it and forget it
+                asyncio.get_running_loop().create_task(self._forget(alloc_id, runner))
         for alloc in allocs:
             runner = self.runners.get(alloc.id)
             if alloc.desired_status != DESIRED_RUN:
@@ -189,7 +265,49 @@ class Agent:
             runner = AllocRunner(alloc, job, self.drivers, self.cfg.data_dir / "allocs", self._mark_dirty)
             self.runners[alloc.id] = runner
             runner.start()
+            if runner._task is not None:
+                runner._task.add_done_callback(lambda _t: self._want_gc())
             log.info("allocation started", alloc_id=alloc.id, name=alloc.name)
+
+    async def _forget(self, alloc_id: str, runner: AllocRunner) -> None:
+        if self.runners.get(alloc_id) is not runner:
+            return
+        if not runner.done:
+            await runner.stop("allocation no longer exists on the servers")
+        if self.runners.get(alloc_id) is runner:
+            del self.runners[alloc_id]
+            runner.destroy_dir()
+            self._want_gc()
+            log.info("allocation removed", alloc_id=alloc_id)
+
+    # --- housekeeping: log rotation, image garbage collection ---
+    def _want_gc(self) -> None:
+        self._gc_wanted = True
+
+    def images_in_use(self) -> set[str]:
+        out: set[str] = set()
+        for r in self.runners.values():
+            for tr in r.tasks:
+                h = tr.handle
+                if h is not None and h.state.get("image_digest"):
+                    out.add(str(h.state["image_digest"]))
+        return out
+
+    async def _housekeeping(self) -> None:
+        last_gc = asyncio.get_running_loop().time()
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+            for r in list(self.runners.values()):
+                if not r.done:
+                    r.rotate_logs()
+            now = asyncio.get_running_loop().time()
+            if self.image_manager is not None and (self._gc_wanted or now - last_gc >= IMAGE_GC_INTERVAL):
+                self._gc_wanted = False
+                last_gc = now
+                try:
+                    await self.image_manager.gc(self.images_in_use())
+                except Exception as exc:
+                    log.warning("image garbage collection failed", error=str(exc))
 
     # --- reporting ---
     def _mark_dirty(self, update: AllocUpdate) -> None:
@@ -214,6 +332,27 @@ class Agent:
                 raise
 
     # --- the agent's own API ---
+    def _runner(self, req: dict[str, Any]) -> AllocRunner:
+        alloc_id = str(req.get("alloc_id") or "")
+        runner = self.runners.get(alloc_id)
+        if runner is None:
+            raise NotFound(f"allocation {alloc_id!r} is not running on this node")
+        return runner
+
+    @staticmethod
+    def _task_runner(runner: AllocRunner, task: str | None) -> TaskRunner:
+        if task:
+            tr = runner.by_name.get(task)
+            if tr is None:
+                raise NotFound(f"allocation has no task {task!r} (tasks: {', '.join(sorted(runner.by_name))})")
+            return tr
+        running = [tr for tr in runner.tasks if tr.running]
+        if len(runner.tasks) == 1:
+            return runner.tasks[0]
+        if len(running) == 1:
+            return running[0]
+        raise NotFound(f"allocation has tasks {', '.join(sorted(runner.by_name))}: name one")
+
     async def logs(self, req: dict[str, Any]):
         alloc_id = str(req.get("alloc_id") or "")
         runner = self.runners.get(alloc_id)
@@ -239,3 +378,64 @@ class Agent:
         tail = req.get("tail_bytes")
         async for chunk in read_log(path, follow=bool(req.get("follow")), tail_bytes=tail, still_running=running):
             yield {"data": chunk}
+
+    async def alloc_restart(self, req: dict[str, Any]) -> dict[str, Any]:
+        runner = self._runner(req)
+        task = req.get("task") or None
+        if task and task not in runner.by_name:
+            raise NotFound(f"allocation has no task {task!r} (tasks: {', '.join(sorted(runner.by_name))})")
+        restarted = await runner.restart(task)
+        if not restarted:
+            raise InvalidRequest("nothing to restart: no task of the allocation is running")
+        return {"restarted": restarted}
+
+    async def exec_start(self, req: dict[str, Any]) -> dict[str, Any]:
+        runner = self._runner(req)
+        tr = self._task_runner(runner, req.get("task") or None)
+        argv = [str(a) for a in req.get("command") or ()]
+        if not argv:
+            raise InvalidRequest("no command given: shoal alloc exec ID [TASK] -- COMMAND [ARGS...]")
+        handle = tr.handle
+        if handle is None or not tr.running:
+            raise InvalidRequest(f"task {tr.task.name!r} is not running")
+        try:
+            cmd, cwd, env = exec_command(tr, handle, argv, tty=bool(req.get("tty")))
+        except DriverError as exc:
+            raise InvalidRequest(str(exc)) from None
+        session = await self.execs.start(cmd, cwd=cwd, env=env, tty=bool(req.get("tty")),
+                                         rows=int(req.get("rows") or 0), cols=int(req.get("cols") or 0))
+        return {"session": session.id, "task": tr.task.name}
+
+    async def exec_output(self, req: dict[str, Any]):
+        session = self.execs.get(str(req.get("session") or ""))
+        if session is None or session.attached:
+            raise NotFound("no such exec session (it ended, or another client has it)")
+        session.attached = True
+        try:
+            while True:
+                item = await session.output.get()
+                if item is None:
+                    yield {"exit_code": session.exit_code}
+                    return
+                stream, data = item
+                yield {"stream": stream, "data": data}
+        finally:
+            if session.exit_code is None:
+                session.kill()  # the client went away
+            self.execs.forget(session)
+
+    async def exec_input(self, req: dict[str, Any]) -> dict[str, Any]:
+        session = self.execs.get(str(req.get("session") or ""))
+        if session is None:
+            raise NotFound("no such exec session")
+        if req.get("rows") or req.get("cols"):
+            session.resize(int(req.get("rows") or 0), int(req.get("cols") or 0))
+        data = req.get("data")
+        if data:
+            try:
+                await session.write(bytes(data))
+            except (OSError, ConnectionError):
+                pass  # the command has ended
+        if req.get("eof"):
+            await session.close_input()
+        return {}

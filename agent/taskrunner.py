@@ -1,4 +1,11 @@
-"""Runs one task: start through its driver, wait, restart per policy, report every step."""
+"""Runs one task: start through its driver, wait, restart per policy, report every step.
+
+A TaskRunner can also resume a task started by an earlier agent process: given
+the persisted ``TaskHandle`` it asks the driver to re-attach (``recover``) and
+waits on the same process; nothing is started twice. Its state (task state,
+handle, restart counts) is what ``snapshot()`` returns for the allocation's
+state file.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +13,11 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import structlog
 
+from shoal import codec
 from shoal.agent.drivers.base import Driver, DriverError, ExitResult, TaskHandle, TaskSpec
 from shoal.agent.restart import COMPLETE, FAIL, RestartTracker
 from shoal.jobs.model import Job, Task, TaskGroup, task_restart
@@ -17,6 +26,7 @@ from shoal.jobs.structs import TASK_DEAD, TASK_PENDING, TASK_RUNNING, Allocation
 log = structlog.get_logger("shoal.agent.task")
 
 MAX_EVENTS = 20
+DEV_NULL = Path("/dev/null")
 
 
 def log_paths(alloc_dir: Path, task: str) -> tuple[Path, Path]:
@@ -25,7 +35,7 @@ def log_paths(alloc_dir: Path, task: str) -> tuple[Path, Path]:
 
 
 def task_env(alloc: Allocation, job: Job, group: TaskGroup, task: Task, alloc_dir: Path) -> dict[str, str]:
-    """Nomad's runtime variables, then the task's own env."""
+    """Nomad's runtime variables (ports too, when the allocation has them), then the task's own env."""
     env = {
         "NOMAD_ALLOC_ID": alloc.id,
         "NOMAD_ALLOC_NAME": alloc.name,
@@ -37,10 +47,23 @@ def task_env(alloc: Allocation, job: Job, group: TaskGroup, task: Task, alloc_di
         "NOMAD_NAMESPACE": job.namespace,
         "NOMAD_CPU_LIMIT": str(task.resources.cpu),
         "NOMAD_MEMORY_LIMIT": str(task.resources.memory),
+        "NOMAD_ALLOC_DIR": str(alloc_dir / "alloc"),
+        "NOMAD_TASK_DIR": str(alloc_dir / task.name / "local"),
+        "NOMAD_SECRETS_DIR": str(alloc_dir / task.name / "secrets"),
     }
+    for p in getattr(alloc, "ports", None) or ():
+        inside = p.to or p.value
+        env[f"NOMAD_PORT_{p.label}"] = str(inside)
+        env[f"NOMAD_HOST_PORT_{p.label}"] = str(p.value)
+        env[f"NOMAD_ADDR_{p.label}"] = f"127.0.0.1:{inside}"
     env.update({k.replace("NOMAD_", "SHOAL_", 1): v for k, v in list(env.items())})
     env.update(task.env)
     return env
+
+
+def is_ephemeral(task: Task) -> bool:
+    """A lifecycle task that runs to completion (prestart/poststart/poststop, not a sidecar)."""
+    return task.lifecycle is not None and bool(task.lifecycle.hook) and not task.lifecycle.sidecar
 
 
 class TaskRunner:
@@ -53,6 +76,7 @@ class TaskRunner:
         driver: Driver,
         alloc_dir: Path,
         on_change: Callable[[], None],
+        restored: dict[str, Any] | None = None,
     ):
         self.alloc, self.job, self.group, self.task = alloc, job, group, task
         self.driver = driver
@@ -61,7 +85,39 @@ class TaskRunner:
         self.state = TaskState(state=TASK_PENDING)
         self.handle: TaskHandle | None = None
         self._killed = asyncio.Event()
-        self._tracker = RestartTracker(task_restart(job, group, task), batch=job.type in ("batch", "sysbatch"))
+        self._restart_requested = False
+        self._restart_wakeup = asyncio.Event()
+        self.started = asyncio.Event()  # set once the task has run (or finished without running)
+        self._tracker = RestartTracker(task_restart(job, group, task),
+                                       batch=job.type in ("batch", "sysbatch") or is_ephemeral(task))
+        self._restored_handle: TaskHandle | None = None
+        self.recovered = False
+        if restored:
+            self.state = codec.from_plain(TaskState, restored.get("state") or {})
+            if restored.get("handle"):
+                self._restored_handle = codec.from_plain(TaskHandle, restored["handle"])
+            tracker = restored.get("restart") or {}
+            self._tracker.count = int(tracker.get("count") or 0)
+            self._tracker.interval_start = tracker.get("interval_start")
+            if self.state.state == TASK_RUNNING or self.state.state == TASK_DEAD:
+                self.started.set()
+
+    # --- state for the allocation's state file ---
+    def snapshot(self) -> dict[str, Any]:
+        handle = self.handle or self._restored_handle
+        return {
+            "state": codec.to_plain(self.state),
+            "handle": codec.to_plain(handle) if handle is not None else None,
+            "restart": {"count": self._tracker.count, "interval_start": self._tracker.interval_start},
+        }
+
+    @property
+    def finished(self) -> bool:
+        return self.state.state == TASK_DEAD
+
+    @property
+    def running(self) -> bool:
+        return self.state.state == TASK_RUNNING
 
     # --- reporting ---
     def _event(self, type_: str, message: str = "", exit_code: int | None = None) -> None:
@@ -71,6 +127,8 @@ class TaskRunner:
 
     def _spec(self) -> TaskSpec:
         stdout, stderr = log_paths(self.alloc_dir, self.task.name)
+        if self.task.logs.disabled:
+            stdout = stderr = DEV_NULL
         return TaskSpec(
             alloc_id=self.alloc.id,
             job_id=self.job.id,
@@ -89,23 +147,32 @@ class TaskRunner:
 
     # --- the loop ---
     async def run(self) -> None:
-        self._event("Received", "Task received by client")
+        if self.finished:
+            return  # restored: it had finished before the agent restarted
         try:
+            resumed = await self._resume()
+            if not resumed and not self.state.events:
+                self._event("Received", "Task received by client")
             while not self._killed.is_set():
-                spec = self._spec()
-                spec.task_dir.mkdir(parents=True, exist_ok=True)
-                spec.stdout_path.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    self._event("Task Setup", f"Starting with driver {self.driver.name}")
-                    self.handle = await self.driver.start(spec)
-                except DriverError as err:
-                    self._event("Driver Failure", str(err))
-                    if not await self._after_exit(success=False, recoverable=err.recoverable):
-                        return
-                    continue
-                self.state.state = TASK_RUNNING
-                self.state.started_at = time.time()
-                self._event("Started", "Task started by client")
+                if resumed:
+                    resumed = False
+                else:
+                    spec = self._spec()
+                    spec.task_dir.mkdir(parents=True, exist_ok=True)
+                    if spec.stdout_path != DEV_NULL:
+                        spec.stdout_path.parent.mkdir(parents=True, exist_ok=True)
+                    try:
+                        self._event("Task Setup", f"Starting with driver {self.driver.name}")
+                        self.handle = await self.driver.start(spec)
+                    except DriverError as err:
+                        self._event("Driver Failure", str(err))
+                        if not await self._after_exit(success=False, recoverable=err.recoverable):
+                            return
+                        continue
+                    self.state.state = TASK_RUNNING
+                    self.state.started_at = time.time()
+                    self.started.set()
+                    self._event("Started", "Task started by client")
                 result = await self._wait()
                 await self._destroy()
                 if self._killed.is_set():
@@ -113,6 +180,12 @@ class TaskRunner:
                     self._event("Killed", "Task successfully killed")
                     return
                 self._report_exit(result)
+                if self._restart_requested:
+                    self._restart_requested = False
+                    self.state.restarts += 1
+                    self.state.state = TASK_PENDING
+                    self._event("Restarting", "Task restarting in 0s (restart requested by a user)")
+                    continue
                 if not await self._after_exit(success=result.successful()):
                     return
         except asyncio.CancelledError:
@@ -121,15 +194,53 @@ class TaskRunner:
         finally:
             if self.state.state != TASK_DEAD:
                 self._finish(failed=False)
+            self.started.set()
+
+    async def _resume(self) -> bool:
+        """Re-attach to the task an earlier agent process started. True if it is still running."""
+        handle, self._restored_handle = self._restored_handle, None
+        if handle is None:
+            probe = getattr(self.driver, "probe_handle", None)
+            if self.state.state == TASK_PENDING and self.state.events and probe is not None:
+                handle = probe(self.alloc.id, self.task.name)  # the agent died while starting it
+            if handle is None:
+                return False
+        try:
+            alive = await self.driver.recover(handle)
+        except Exception as exc:
+            log.warning("re-attaching to a task failed", alloc_id=self.alloc.id, task=self.task.name, error=str(exc))
+            alive = False
+        if alive:
+            self.handle = handle
+            self.recovered = True
+            self.state.state = TASK_RUNNING
+            self.state.started_at = self.state.started_at or handle.started_at
+            self.started.set()
+            log.info("re-attached to a running task", alloc_id=self.alloc.id, task=self.task.name,
+                     id=handle.id, pid=handle.pid)
+            self.on_change()
+            return True
+        # It ended while no agent was watching: its exit status is not ours to know.
+        self.handle = handle
+        await self._destroy()
+        if self.state.state == TASK_RUNNING:
+            self._report_exit(ExitResult(-1, message="exit status unknown: the task ended while the agent was not "
+                                                     "running", known=False))
+            if not await self._after_exit(success=False):
+                self._killed.set()  # no more runs; run() finishes the task
+        return False
 
     async def _wait(self) -> ExitResult:
         assert self.handle is not None
         return await self.driver.wait(self.handle)
 
     def _report_exit(self, result: ExitResult) -> None:
-        self.state.exit_code = result.exit_code
+        self.state.exit_code = result.exit_code if result.known else None
         if result.oom_killed:
             self._event("OOM Killed", "Task was killed by the kernel's OOM killer", result.exit_code)
+        if not result.known:
+            self._event("Terminated", result.message or "exit status unknown", None)
+            return
         msg = f"Exit Code: {result.exit_code}" + (f", Signal: {result.signal}" if result.signal else "")
         self._event("Terminated", msg, result.exit_code)
 
@@ -146,13 +257,19 @@ class TaskRunner:
         self.state.restarts += 1
         self.state.state = TASK_PENDING
         self._event("Restarting", f"Task restarting in {d.delay:g}s ({d.reason})")
+        self._restart_wakeup.clear()
+        killed = asyncio.ensure_future(self._killed.wait())
+        woken = asyncio.ensure_future(self._restart_wakeup.wait())
         try:
-            await asyncio.wait_for(self._killed.wait(), d.delay)
+            await asyncio.wait({killed, woken}, timeout=d.delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            killed.cancel()
+            woken.cancel()
+        if self._killed.is_set():
             self._finish(failed=False)
             self._event("Killed", "Task killed while waiting to restart")
             return False
-        except TimeoutError:
-            return True
+        return True
 
     def _finish(self, *, failed: bool) -> None:
         self.state.state = TASK_DEAD
@@ -173,7 +290,12 @@ class TaskRunner:
         if self._killed.is_set():
             return
         self._killed.set()
+        if self.finished:
+            return
         self._event("Killing", reason or f"Sent interrupt. Waiting {self.task.kill_timeout:g}s before force killing")
+        await self._stop_handle()
+
+    async def _stop_handle(self) -> None:
         if self.handle is not None:
             try:
                 await self.driver.stop(self.handle, self.task.kill_signal, self.task.kill_timeout)
@@ -181,3 +303,15 @@ class TaskRunner:
                 # A stop that failed must not leave the task running: destroy kills and removes it.
                 log.warning("stopping task failed; destroying it", alloc_id=self.alloc.id, task=self.task.name, error=str(exc))
                 await self._destroy()
+
+    async def restart(self) -> bool:
+        """Restart the task now (a user's request; not counted against the restart policy)."""
+        if self._killed.is_set() or self.finished:
+            return False
+        if self.handle is None:  # waiting to restart: go now
+            self._restart_wakeup.set()
+            return True
+        self._restart_requested = True
+        self._event("Restart Signaled", "User requested running tasks to restart")
+        await self._stop_handle()
+        return True

@@ -96,6 +96,8 @@ class Allocation:
     client_status: str = ALLOC_PENDING
     client_description: str = ""
     task_states: dict[str, TaskState] = field(default_factory=dict)
+    healthy: bool | None = None  # the agent's view: tasks running and checks passing (None: nothing to check)
+    checks: dict[str, str] = field(default_factory=dict)  # "service.check" -> passing | warning | critical
     previous_allocation: str = ""
     create_time: float = 0.0
     modify_time: float = 0.0
@@ -124,6 +126,8 @@ class AllocUpdate:
     client_status: str = ALLOC_PENDING
     client_description: str = ""
     task_states: dict[str, TaskState] = field(default_factory=dict)
+    healthy: bool | None = None
+    checks: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

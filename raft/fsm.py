@@ -246,6 +246,8 @@ class FSM:
                 client_status=up.client_status,
                 client_description=up.client_description,
                 task_states=up.task_states,
+                healthy=up.healthy,
+                checks=up.checks,
                 modify_index=index,
                 modify_time=p.now,
             )

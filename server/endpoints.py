@@ -89,6 +89,7 @@ class Endpoints:
             "Node.Register": self.node_register,
             "Node.Heartbeat": self.node_heartbeat,
             "Alloc.Update": self.alloc_update,
+            "Alloc.Stop": self.alloc_stop,
             "Node.UpdateDrain": self.node_update_drain,
             "Node.UpdateEligibility": self.node_update_eligibility,
             "Operator.RaftAddPeer": self.raft_add_peer,
@@ -375,6 +376,21 @@ class Endpoints:
         payload = ops.AllocClientUpdate(node_id=node_id, updates=updates, evals=list(evals.values()), now=now)
         index, value = await self.server.raft.submit(ops.ALLOC_CLIENT_UPDATE, payload)
         return {"index": index, **value}
+
+    async def alloc_stop(self, req: dict[str, Any]) -> dict[str, Any]:
+        """``shoal alloc stop``: the allocation is told to stop and an evaluation places its replacement."""
+        with self.store.reader() as s:
+            alloc_id = resolve_prefix(str(req.get("alloc_id") or ""), [a.id for a in s.allocs()], "allocation")
+            a = s.alloc(alloc_id)
+            job = s.job(a.namespace, a.job_id)
+        if a.desired_status != "run":
+            raise InvalidRequest(f"allocation {alloc_id} is already told to {a.desired_status}")
+        now = time.time()
+        evals = [self._eval(job, "alloc-stop", now)] if job is not None and not job.stop else []
+        stop = ops.AllocStop(id=a.id, desired_status="stop", desired_description="alloc was stopped by a user")
+        payload = ops.PlanApply(namespace=a.namespace, job_id=a.job_id, stops=[stop], evals=evals, now=now)
+        index, _ = await self.server.raft.submit(ops.PLAN_APPLY, payload)
+        return {"index": index, "alloc_id": a.id, "eval_id": evals[0].id if evals else ""}
 
     # --- servers, Raft membership ---
     async def status_leader(self, req: dict[str, Any]) -> dict[str, Any]:

@@ -48,3 +48,8 @@ class ClientConfig:
     reserved_memory: int = 0
     meta: dict[str, str] = field(default_factory=dict)
     destroy_on_shutdown: bool = False  # dev mode: stop every allocation when the agent exits
+    insecure_registries: list[str] = field(default_factory=list)  # plain-http registries (loopback always is)
+    registry_auth: Path | None = None  # a Docker config.json with registry credentials
+    default_registry: str = "docker.io"  # for image names without a registry; "" = the local store only
+    allowed_volumes: list[Path] = field(default_factory=list)  # host dirs tasks may bind-mount (volumes)
+    image_gc_delay: float = 180.0  # seconds an unused pulled image is kept

@@ -528,6 +528,18 @@ class ContainerDriver:
         self._watch(handle)
         return True
 
+    def probe_handle(self, alloc_id: str, task: str) -> TaskHandle | None:
+        """A handle (pid 0) for a task whose start an earlier agent did not see finish, if it left a record."""
+        cid = container_id(alloc_id, task)
+        if self._read_record(cid) is None:
+            return None
+        return TaskHandle(driver=self.name, id=cid, pid=0, started_at=0.0, state={})
+
+    # ------------------------------------------------------------------ exec
+    def exec_argv(self, handle: TaskHandle, argv: list[str], *, tty: bool = False) -> list[str]:
+        """The command line that runs ``argv`` inside the task's container."""
+        return [*self.runc._base(), "exec", *(["--tty"] if tty else []), handle.id, *argv]
+
     # ----------------------------------------------------------- bookkeeping
     def _write_record(self, cid: str, state: dict[str, Any]) -> None:
         """Note the container on disk before it exists, so a crashed agent can still clean it up."""

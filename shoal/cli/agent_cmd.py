@@ -35,6 +35,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--datacenter", "-dc", default="dc1")
     p.add_argument("--image-dir", type=Path, default=Path("/var/lib/shoal/images"), help="local OCI image layout")
     p.add_argument("--raw-exec", action="store_true", help="enable the raw_exec driver (no isolation)")
+    p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST:PORT",
+                   help="pull from this registry over plain http (loopback registries always are)")
+    p.add_argument("--registry-auth", type=Path, metavar="FILE", help="registry credentials (a Docker config.json)")
+    p.add_argument("--default-registry", default="docker.io",
+                   help='registry for image names without one ("" = local images only)')
+    p.add_argument("--allow-volume", action="append", default=[], type=Path, metavar="DIR",
+                   help="host directory tasks may bind-mount with volumes = [...] (repeatable)")
+    p.add_argument("--image-gc-delay", type=float, default=180.0, metavar="SECONDS",
+                   help="how long an unused pulled image is kept")
+    p.add_argument("--reserved-cpu", type=int, default=0, metavar="MHZ", help="CPU kept for the host")
+    p.add_argument("--reserved-memory", type=int, default=0, metavar="MB", help="memory kept for the host")
     p.add_argument("--log-level", default="info")
     p.add_argument("--log-json", action="store_true", default=None, help="JSON logs (default when not on a terminal)")
     p.set_defaults(func=cmd_agent)
@@ -103,6 +114,13 @@ async def run_agent(args: argparse.Namespace) -> int:
                     image_dir=args.image_dir,
                     raw_exec=args.raw_exec or args.dev,
                     destroy_on_shutdown=args.dev,
+                    insecure_registries=list(args.insecure_registry),
+                    registry_auth=args.registry_auth,
+                    default_registry=args.default_registry,
+                    allowed_volumes=list(args.allow_volume),
+                    image_gc_delay=args.image_gc_delay,
+                    reserved_cpu=args.reserved_cpu,
+                    reserved_memory=args.reserved_memory,
                 )
             )
             await client.start()
