@@ -87,7 +87,7 @@ async def tcp_check(pid: int | None, port: int, timeout: float) -> CheckResult:
     except TimeoutError:
         return CheckResult(CRITICAL, f"TCP connect 127.0.0.1:{port}: timed out after {timeout:g}s")
     except OSError as exc:
-        return CheckResult(CRITICAL, f"TCP connect 127.0.0.1:{port}: {exc.strerror or exc}")
+        return CheckResult(CRITICAL, f"TCP connect 127.0.0.1:{port}: {_why(exc)}")
     finally:
         s.close()
 
@@ -120,7 +120,7 @@ async def http_check(pid: int | None, port: int, path: str, timeout: float) -> C
     except TimeoutError:
         return CheckResult(CRITICAL, f"HTTP GET {url}: timed out after {timeout:g}s")
     except OSError as exc:
-        return CheckResult(CRITICAL, f"HTTP GET {url}: {exc.strerror or exc}")
+        return CheckResult(CRITICAL, f"HTTP GET {url}: {_why(exc)}")
     finally:
         s.close()
     line = data.split(b"\r\n", 1)[0].decode("latin-1", "replace")
@@ -130,6 +130,12 @@ async def http_check(pid: int | None, port: int, path: str, timeout: float) -> C
     code = int(parts[1])
     status = PASSING if 200 <= code < 300 else WARNING if code == 429 else CRITICAL
     return CheckResult(status, f"HTTP GET {url}: {line}")
+
+
+def _why(exc: OSError) -> str:
+    if exc.errno:
+        return os.strerror(exc.errno)
+    return exc.strerror or str(exc)
 
 
 ScriptRunner = Callable[[list[str], float], Awaitable[tuple[int | None, str]]]

@@ -151,28 +151,32 @@ async def read_log(
         yield data[i : i + CHUNK]
     if not follow:
         return
-    older = numbered(path, 1)
-    rotation = _ident(older)
+    last_rotated = _ident(numbered(path, 1))  # the newest rotated file we know of
     while True:
         try:
             size = path.stat().st_size
         except FileNotFoundError:
             size = 0
-        now_rotation = _ident(older)
-        if now_rotation != rotation or size < offset:
-            # rotated (a new .1): the rest of what we had not read is in .1
-            rotation = now_rotation
-            try:
-                k = older.stat().st_size
-                if offset <= k:
-                    with older.open("rb") as f:
-                        f.seek(offset)
-                        while chunk := f.read(CHUNK):
-                            yield chunk
+        newest = _ident(numbered(path, 1))
+        if newest != last_rotated or size < offset:
+            # Rotated (maybe several times) since the last look: the heads moved out of the live file
+            # are the numbered files newer than the one we knew, oldest first.
+            heads = _rotated_since(path, last_rotated)
+            last_rotated = _ident(heads[-1]) if heads else newest
+            for head in heads:
+                try:
+                    with head.open("rb") as f:
+                        k = os.fstat(f.fileno()).st_size
+                        if offset <= k:
+                            f.seek(offset)
+                            while chunk := f.read(CHUNK):
+                                yield chunk
+                            offset = 0
+                        else:
+                            offset -= k
+                except FileNotFoundError:
                     offset = 0
-                else:
-                    offset -= k
-            except FileNotFoundError:
+            if not heads:
                 offset = 0
         if size > offset:
             with path.open("rb") as f:
@@ -195,4 +199,19 @@ def _ident(path: Path) -> tuple[int, int] | None:
         st = path.stat()
     except FileNotFoundError:
         return None
-    return st.st_ino, st.st_ctime_ns
+    return st.st_ino, st.st_mtime_ns  # kept when the file is renamed to the next number
+
+
+def _rotated_since(path: Path, known: tuple[int, int] | None) -> list[Path]:
+    """Numbered files written after the rotated file ``known`` (all of them if it is gone), oldest first."""
+    out: list[Path] = []
+    n = 1
+    while True:
+        p = numbered(path, n)
+        ident = _ident(p)
+        if ident is None or (known is not None and ident == known):
+            break
+        out.append(p)
+        n += 1
+    out.reverse()
+    return out

@@ -1,0 +1,230 @@
+"""AllocRunner with raw_exec tasks (fast, no containers): lifecycle order, restart policy, health checks,
+re-attaching after a restart, user restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from shoal.agent.allocrunner import AllocRunner, load_state
+from shoal.agent.checks import CRITICAL, PASSING, http_check, script_check, tcp_check
+from shoal.agent.drivers.raw_exec import RawExecDriver
+from shoal.jobs.loader import load_job_text
+from shoal.jobs.structs import AllocUpdate, Allocation
+
+
+SCRIPTS_DIR: list[Path] = []  # set per test by the fixture below
+
+
+def _job(body: str, job_type: str = "service"):
+    text = f'job "j" {{\n type = "{job_type}"\n group "g" {{\n{body}\n }}\n}}\n'
+    scripts = SCRIPTS_DIR[-1]
+    for key, script in SCRIPTS.items():
+        (scripts / f"{key}.sh").write_text(script + "\n")
+    return load_job_text(text.replace("SCRIPTS_DIR", str(scripts)), "j.hcl").job
+
+
+@pytest.fixture(autouse=True)
+def _scripts_dir(tmp_path: Path):
+    d = tmp_path / "scripts"
+    d.mkdir()
+    SCRIPTS.clear()
+    SCRIPTS_DIR.append(d)
+    yield
+    SCRIPTS_DIR.pop()
+
+
+SCRIPTS: dict[str, str] = {}
+
+
+def _task(name: str, script: str, extra: str = "") -> str:
+    """A raw_exec task running ``script`` (kept in a file next to the job, so any quoting works)."""
+    key = f"s{len(SCRIPTS)}"
+    SCRIPTS[key] = script
+    return (f' task "{name}" {{\n driver = "raw_exec"\n config {{\n command = "/bin/sh"\n'
+            f' args = ["-c", "exec /bin/sh $SCRIPTS/{key}.sh"]\n }}\n env {{\n SCRIPTS = "SCRIPTS_DIR"\n }}\n'
+            f' kill_timeout = "1s"\n {extra}\n }}\n')
+
+
+class Updates:
+    def __init__(self) -> None:
+        self.last: AllocUpdate | None = None
+        self.all: list[AllocUpdate] = []
+
+    def __call__(self, u: AllocUpdate) -> None:
+        self.last = u
+        self.all.append(u)
+
+
+def _runner(tmp_path: Path, job, updates: Updates, drivers=None, restored=None, alloc_id: str = "a1") -> AllocRunner:
+    alloc = Allocation(id=alloc_id, name="j.g[0]", job_id="j", task_group="g")
+    drivers = drivers or {"raw_exec": RawExecDriver()}
+    return AllocRunner(alloc, job, drivers, tmp_path / "allocs", updates, restored=restored)
+
+
+async def _until(cond, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def test_lifecycle_order(tmp_path: Path, subreaper) -> None:
+    order = tmp_path / "order"
+    job = _job(
+        _task("init", f"echo init >> {order}", 'lifecycle {\n hook = "prestart"\n }')
+        + _task("side", f"echo side-start >> {order}; trap 'echo side-stop >> {order}; exit 0' TERM; "
+                        "while true; do sleep 0.05; done", 'lifecycle {\n hook = "prestart"\n sidecar = true\n }')
+        + _task("main", f"test -e {order} && echo main >> {order}; sleep 0.3")
+        + _task("post", f"echo poststart >> {order}", 'lifecycle {\n hook = "poststart"\n }')
+        + _task("stop", f"echo poststop >> {order}", 'lifecycle {\n hook = "poststop"\n }'),
+        job_type="batch",
+    )
+    updates = Updates()
+
+    async def scenario() -> None:
+        r = _runner(tmp_path, job, updates)
+        r.start()
+        await asyncio.wait_for(r.wait(), 20)
+
+    asyncio.run(scenario())
+    lines = order.read_text().split()
+    assert lines[0] in ("init", "side-start") and set(lines[:2]) == {"init", "side-start"}
+    assert lines[2] == "main"
+    assert lines.index("poststart") > lines.index("main")
+    assert lines.index("side-stop") > lines.index("poststart")
+    assert lines[-1] == "poststop"
+    assert updates.last is not None and updates.last.client_status == "complete"
+    assert all(not ts.failed for ts in updates.last.task_states.values())
+
+
+def test_restart_policy_then_failure(tmp_path: Path, subreaper) -> None:
+    job = _job(' restart {\n attempts = 2\n interval = "1m"\n delay = "50ms"\n mode = "fail"\n }\n'
+               + _task("t", "echo run; exit 3"))
+    updates = Updates()
+
+    async def scenario() -> None:
+        r = _runner(tmp_path, job, updates)
+        r.start()
+        await asyncio.wait_for(r.wait(), 20)
+
+    asyncio.run(scenario())
+    ts = updates.last.task_states["t"]
+    assert updates.last.client_status == "failed" and ts.failed and ts.restarts == 2
+    kinds = [e.type for e in ts.events]
+    assert kinds.count("Started") == 3 and kinds.count("Restarting") == 2 and kinds[-1] == "Not Restarting"
+    assert [e.exit_code for e in ts.events if e.type == "Terminated"] == [3, 3, 3]
+
+
+def test_reattach_after_an_agent_restart(tmp_path: Path, subreaper) -> None:
+    job = _job(_task("t", "echo started >> $NOMAD_ALLOC_DIR/runs; exec sleep 30"))
+    updates = Updates()
+
+    async def scenario() -> None:
+        first = _runner(tmp_path, job, updates)
+        first.start()
+        await _until(lambda: first.tasks[0].running, what="the task to run")
+        pid = first.tasks[0].handle.pid
+        await asyncio.sleep(0.05)  # the state file is written on the next loop turn
+        state = load_state(first.dir)
+        assert state is not None and state["tasks"]["t"]["handle"]["pid"] == pid
+        # A new agent process would have a new driver and runner, and only the state file.
+        first.tasks[0].handle = None  # the old agent process is gone: it neither stops nor destroys the task
+        first._task.cancel()
+        second = _runner(tmp_path, job, updates, drivers={"raw_exec": RawExecDriver()}, restored=state)
+        second.start()
+        await _until(lambda: second.tasks[0].recovered, what="the re-attached task")
+        tr = second.tasks[0]
+        assert tr.recovered and tr.handle.pid == pid
+        assert (first.dir / "alloc" / "runs").read_text() == "started\n"  # not started twice
+        await second.stop("test over")
+        assert tr.finished and not tr.state.failed
+        assert [e.type for e in tr.state.events][-2:] == ["Killing", "Killed"]
+
+    asyncio.run(scenario())
+
+
+def test_user_restart_is_not_a_failure(tmp_path: Path, subreaper) -> None:
+    job = _job(' restart {\n attempts = 0\n mode = "fail"\n }\n' + _task("t", "echo run >> $NOMAD_ALLOC_DIR/runs; exec sleep 30"))
+    updates = Updates()
+
+    async def scenario() -> None:
+        r = _runner(tmp_path, job, updates)
+        r.start()
+        await _until(lambda: r.tasks[0].running)
+        first_pid = r.tasks[0].handle.pid
+        assert await r.restart() == ["t"]
+        await _until(lambda: r.tasks[0].running and r.tasks[0].handle.pid != first_pid, what="the restarted task")
+        assert r.tasks[0].state.restarts == 1 and not r.tasks[0].finished
+        await r.stop()
+
+    asyncio.run(scenario())
+    assert (tmp_path / "allocs" / "a1" / "alloc" / "runs").read_text() == "run\nrun\n"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_checks_report_health(tmp_path: Path, subreaper) -> None:
+    port = _free_port()
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "index.html").write_text("ok")
+    job = _job(
+        f' network {{\n port "http" {{\n static = {port}\n }}\n }}\n'
+        ' service {\n name = "web"\n port = "http"\n'
+        '  check {\n name = "tcp"\n type = "tcp"\n interval = "100ms"\n timeout = "1s"\n }\n'
+        '  check {\n name = "http"\n type = "http"\n path = "/index.html"\n interval = "100ms"\n timeout = "1s"\n }\n'
+        '  check {\n name = "script"\n type = "script"\n task = "web"\n command = "/bin/sh"\n'
+        '   args = ["-c", "test -e ready || exit 2"]\n interval = "100ms"\n timeout = "1s"\n }\n }\n'
+        + _task("web", f"exec busybox httpd -f -p 127.0.0.1:{port} -h {www}")
+    )
+    updates = Updates()
+
+    async def scenario() -> None:
+        r = _runner(tmp_path, job, updates)
+        r.start()
+        await _until(lambda: updates.last is not None and updates.last.checks.get("web.tcp") == PASSING
+                     and updates.last.checks.get("web.http") == PASSING, what="tcp and http checks to pass")
+        assert updates.last.checks["web.script"] == CRITICAL and updates.last.healthy is False
+        (r.dir / "web" / "ready").write_text("")  # the script runs in the task's directory
+        await _until(lambda: updates.last.healthy is True, what="the allocation to be healthy")
+        await r.stop()
+
+    asyncio.run(scenario())
+
+
+def test_check_primitives(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        closed = _free_port()
+        r = await tcp_check(None, closed, 1.0)
+        assert r.status == CRITICAL and "refused" in r.output.lower()
+        r = await http_check(None, closed, "/", 1.0)
+        assert r.status == CRITICAL
+
+        async def run(argv, timeout):
+            return (1, "degraded") if argv[0] == "warn" else (None, "")
+
+        assert (await script_check(run, ["warn"], 1.0)).status == "warning"
+        r = await script_check(run, ["slow"], 0.5)
+        assert r.status == CRITICAL and "timed out" in r.output
+
+    asyncio.run(scenario())
+
+
+@pytest.fixture
+def subreaper():
+    from shoal.agent import procwait
+
+    before = procwait.is_subreaper()
+    procwait.become_subreaper()
+    yield
+    procwait.become_subreaper(before)
