@@ -171,6 +171,8 @@ class RpcClient:
             return from_code(code, err.details() or "")
         if err.code() == grpc.StatusCode.UNAVAILABLE:
             return Unavailable(f"cannot reach shoal at {self.address}: {err.details()}")
+        if err.code() == grpc.StatusCode.CANCELLED:  # not by us (that raises CancelledError): the server went away
+            return Unavailable(f"shoal at {self.address} dropped the call (shutting down?); it may or may not have been applied")
         if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
             return Unavailable(f"shoal at {self.address} did not answer in time")
         return ShoalError(f"rpc to {self.address} failed: {err.code().name}: {err.details()}")
