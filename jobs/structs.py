@@ -37,6 +37,27 @@ class NodeResources:
 
 
 @dataclass(slots=True)
+class AllocatedPort:
+    """A host port an allocation holds on its node: ``label`` from the group's
+    network, ``value`` the host port, ``to`` the port inside the task (0: same)."""
+
+    label: str = ""
+    value: int = 0
+    to: int = 0
+
+
+@dataclass(slots=True)
+class RescheduleEvent:
+    """One reschedule of a failed allocation (Nomad's RescheduleEvent); the list is
+    carried from an allocation to its replacement so attempts add up."""
+
+    reschedule_time: float = 0.0  # when the replacement was placed
+    prev_alloc_id: str = ""
+    prev_node_id: str = ""
+    delay: float = 0.0  # seconds waited after the failure
+
+
+@dataclass(slots=True)
 class Node:
     id: str = ""
     name: str = ""
@@ -52,6 +73,7 @@ class Node:
     resources: NodeResources = field(default_factory=NodeResources)
     reserved: NodeResources = field(default_factory=NodeResources)
     drivers: list[str] = field(default_factory=list)
+    reserved_ports: list[int] = field(default_factory=list)  # host ports no allocation may take
     last_heartbeat: float = 0.0
     create_index: int = 0
     modify_index: int = 0
@@ -99,6 +121,10 @@ class Allocation:
     healthy: bool | None = None  # the agent's view: tasks running and checks passing (None: nothing to check)
     checks: dict[str, str] = field(default_factory=dict)  # "service.check" -> passing | warning | critical
     previous_allocation: str = ""
+    ports: list[AllocatedPort] = field(default_factory=list)  # host ports assigned at placement
+    reschedule_events: list[RescheduleEvent] = field(default_factory=list)
+    followup_eval_id: str = ""  # the delayed evaluation that will reschedule this failed allocation
+    preempted_by_allocation: str = ""  # set on an allocation evicted to make room for another
     create_time: float = 0.0
     modify_time: float = 0.0
     create_index: int = 0
@@ -179,6 +205,7 @@ class Evaluation:
     failed_tg_allocs: dict[str, PlacementFailure] = field(default_factory=dict)
     blocked_eval: str = ""
     previous_eval: str = ""
+    wait_until: float = 0.0  # a delayed evaluation (reschedule follow-up): not run before this time
     create_time: float = 0.0
     modify_time: float = 0.0
     create_index: int = 0

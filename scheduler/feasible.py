@@ -362,23 +362,44 @@ class BaseNodes:
         return sum(self.filtered.values())
 
 
+class JobNodeFilter:
+    """The job-wide node checks in one call, for a node met during a walk: ready,
+    eligible, not draining, in one of the job's datacenters and its node pool.
+    ``reason(node)`` is None or the name of the check that failed."""
+
+    __slots__ = ("_dcs", "_pool")
+
+    def __init__(self, job: Job) -> None:
+        dcs = DatacenterChecker(job.datacenters)
+        self._dcs: DatacenterChecker | None = None if "*" in job.datacenters else dcs
+        self._pool: NodePoolChecker | None = None if job.node_pool == ALL_POOLS else NodePoolChecker(job.node_pool)
+
+    def reason(self, node: Node) -> str | None:
+        if node.status != NODE_READY:
+            return FILTER_NOT_READY
+        if not node.eligible:
+            return FILTER_INELIGIBLE
+        if node.drain:
+            return FILTER_DRAINING
+        dcs = self._dcs
+        if dcs is not None and not dcs.feasible(node):
+            return dcs.name
+        pool = self._pool
+        if pool is not None and node.node_pool != pool.pool:
+            return pool.name
+        return None
+
+
 def base_nodes(job: Job, nodes: Iterable[Node]) -> BaseNodes:
     """Run the job-wide node checkers once over the cluster (Nomad's readyNodesInDCs)."""
-    status = NodeStatusChecker()
-    dcs = DatacenterChecker(job.datacenters)
-    pool = NodePoolChecker(job.node_pool)
+    check = JobNodeFilter(job)
     keep: list[Node] = []
     filtered: dict[str, int] = {}
     available: dict[str, int] = {}
     evaluated = 0
     for node in nodes:
         evaluated += 1
-        why = status.reason(node)
-        if why is None:
-            if not dcs.feasible(node):
-                why = dcs.name
-            elif not pool.feasible(node):
-                why = pool.name
+        why = check.reason(node)
         if why is not None:
             filtered[why] = filtered.get(why, 0) + 1
             continue
@@ -424,13 +445,14 @@ class GroupFeasibility:
     """All the checks one task group puts to a node, with a computed-class cache.
 
     ``reason(node)`` is None when the node is feasible, else the name of the first
-    checker that filtered it. ``plan_checkers`` are evaluated per node every time
-    (they depend on the plan in progress); job-level ones are passed in shared.
-    The computed class is the tuple of the node's values for the ``${...}``
-    targets of the group's constraints; literals are folded in once.
+    checker that filtered it. ``base`` (when given) runs the job-wide node checks
+    first, for walks over the whole cluster. ``plan_checkers`` are evaluated per
+    node every time (they depend on the plan in progress); job-level ones are
+    passed in shared. The computed class is the tuple of the node's values for
+    the ``${...}`` targets of the group's constraints; literals are folded in once.
     """
 
-    __slots__ = ("drivers", "plan_checkers", "_targets", "_compiled", "_cache", "_escaped")
+    __slots__ = ("base", "drivers", "plan_checkers", "_targets", "_compiled", "_cache", "_escaped")
 
     def __init__(
         self,
@@ -438,7 +460,9 @@ class GroupFeasibility:
         group: TaskGroup,
         proposed: ProposedAllocs,
         job_plan_checkers: Sequence[FeasibilityChecker] = (),
+        base: JobNodeFilter | None = None,
     ) -> None:
+        self.base = base
         attrs, plan = group_constraints(job, group)
         self.drivers: tuple[str, ...] = tuple(sorted({t.driver for t in group.tasks if t.driver}))
         group_plan: list[FeasibilityChecker] = []
@@ -490,6 +514,14 @@ class GroupFeasibility:
         return why
 
     def reason(self, node: Node) -> str | None:
+        if self.base is not None:
+            why = self.base.reason(node)
+            if why is not None:
+                return why
+        return self.group_reason(node)
+
+    def group_reason(self, node: Node) -> str | None:
+        """:meth:`reason` without the job-wide node checks (status, datacenter, pool)."""
         if self.drivers:
             have = node.drivers
             for d in self.drivers:

@@ -1,17 +1,22 @@
 """The generic scheduler, for service and batch jobs: reconcile, then place.
 
 One run reads the job, its allocations and the nodes through a
-:class:`StateReader`, asks the reconciler what to stop and place, and places
-each allocation through the feasible -> rank -> select chain. The plan it
-returns holds the stops (``node_update``), the new allocations
-(``node_allocation``) and, per task group it could not fully place, a
-:class:`PlacementFailure` (``failed_tg_allocs``).
+:class:`StateReader`, asks the reconciler what to stop, update and place, and
+places each allocation through the feasible -> rank -> select chain. The plan
+it returns holds the stops (``node_update``), in-place updates and follow-up
+annotations (``node_update_inplace``), the new allocations
+(``node_allocation``), evictions (``node_preemptions``), delayed evaluations
+for failed allocations (``followup_evals``) and, per task group it could not
+fully place, a :class:`PlacementFailure` (``failed_tg_allocs``) with a
+``blocked_eval`` for the server to retry when capacity appears.
 
-Cost: one pass over the nodes (filter and shuffle), one over the job's
-allocations, and per node ranked the first time one pass over that node's
-allocations; each placement then looks at a handful of nodes (the limit) with
-O(1) work each. Once a group fails a placement its remaining placements are
-counted as missing without another scan, as Nomad coalesces them.
+Cost: one pass over the job's allocations and, per node the walk reaches for
+the first time, one tally (O(1) when the state keeps per-node usage, else one
+pass over the node's allocations); each placement then looks at a handful of
+nodes (the limit) with O(1) work each. The node list is shuffled lazily, so a
+run does not pay O(cluster) up front. Once a group fails a placement its
+remaining placements are counted as missing without another scan, as Nomad
+coalesces them.
 """
 
 from __future__ import annotations
@@ -25,35 +30,43 @@ from shoal.jobs.structs import (
     ALLOC_PENDING,
     DESIRED_RUN,
     DESIRED_STOP,
+    EVAL_BLOCKED,
     NODE_DOWN,
     Allocation,
     Evaluation,
     Node,
     PlacementFailure,
 )
+from shoal.scheduler.config import SchedulerConfig
 from shoal.scheduler.feasible import (
     DistinctPropertyChecker,
     FeasibilityChecker,
     GroupFeasibility,
+    JobNodeFilter,
     base_nodes,
     job_plan_checkers,
 )
 from shoal.scheduler.metrics import PlacementMetrics
 from shoal.scheduler.plan import Plan
-from shoal.scheduler.rank import ALGORITHMS, BINPACK, AffinityScorer, GroupRanker
-from shoal.scheduler.reconcile import AllocPlace, AllocStop, reconcile
-from shoal.scheduler.select import (
-    DEFAULT_MAX_SKIP,
-    DEFAULT_SCORE_THRESHOLD,
-    LimitSelector,
-    NodeRing,
-    placement_limit,
-    shuffle_nodes,
+from shoal.scheduler.ports import PortAsk, assign_ports
+from shoal.scheduler.preempt import Candidate, evicted_record, preempt_for, priority_lookup
+from shoal.scheduler.rank import AffinityScorer, GroupRanker, RankedNode, SpreadScorer
+from shoal.scheduler.reconcile import (
+    ALLOC_UPDATING,
+    AllocPlace,
+    AllocStop,
+    followup_evals,
+    reconcile,
+    reschedule_events,
+    reschedule_policy,
 )
+from shoal.scheduler.select import LimitSelector, NodeRing, placement_limit
 from shoal.scheduler.state import StateReader
-from shoal.scheduler.usage import PlanUsage
+from shoal.scheduler.usage import PlanUsage, live
 
 SERVICE, BATCH = "service", "batch"
+TRIGGER_QUEUED_ALLOCS = "queued-allocs"
+BLOCKED_EVAL_DESC = "created to place remaining allocations"
 
 
 @dataclass(slots=True)
@@ -63,6 +76,8 @@ class _GroupPlacer:
     ranker: GroupRanker
     selector: LimitSelector
     properties: list[DistinctPropertyChecker]  # group-level and the job's
+    ports: PortAsk | None = None
+    spread: SpreadScorer | None = None
 
 
 @dataclass(slots=True)
@@ -86,7 +101,7 @@ class _Run:
         return n
 
 
-def _stopped_record(stop: AllocStop, now: float) -> Allocation:
+def stopped_record(stop: AllocStop, now: float) -> Allocation:
     return replace(
         stop.alloc,
         desired_status=DESIRED_STOP,
@@ -97,7 +112,7 @@ def _stopped_record(stop: AllocStop, now: float) -> Allocation:
 
 
 def tainted_nodes(state: StateReader, allocs: list[Allocation]) -> dict[str, Node | None]:
-    """The nodes of the job's live allocations that are down or gone (None)."""
+    """The nodes of the job's live allocations that are down, gone (None) or draining."""
     out: dict[str, Node | None] = {}
     seen: set[str] = set()
     for a in allocs:
@@ -105,24 +120,55 @@ def tainted_nodes(state: StateReader, allocs: list[Allocation]) -> dict[str, Nod
             continue
         seen.add(a.node_id)
         node = state.node(a.node_id)
-        if node is None or node.status == NODE_DOWN:
+        if node is None or node.status == NODE_DOWN or node.drain:
             out[a.node_id] = node
     return out
 
 
+def job_versions(state: StateReader, job: Job | None, allocs: list[Allocation]) -> dict[int, Job]:
+    """The older job versions the allocations run, when the state keeps versions
+    (``StateReader.job_version(namespace, job_id, version)``, optional)."""
+    lookup = getattr(state, "job_version", None)
+    if job is None or lookup is None:
+        return {}
+    out: dict[int, Job] = {}
+    for v in {a.job_version for a in allocs if a.job_version != job.version and live(a)}:
+        found = lookup(job.namespace, job.id, v)
+        if found is not None:
+            out[v] = found
+    return out
+
+
+def blocked_evaluation(
+    evaluation: Evaluation, job: Job, failed: dict[str, PlacementFailure], now: float, new_id: Callable[[], str]
+) -> Evaluation:
+    """The evaluation to keep blocked until capacity changes. An evaluation that was
+    itself blocked is re-blocked (same id) rather than replaced."""
+    if evaluation.status == EVAL_BLOCKED:
+        return replace(evaluation, failed_tg_allocs=dict(failed), modify_time=now)
+    return Evaluation(
+        id=new_id(),
+        namespace=job.namespace,
+        job_id=job.id,
+        job_modify_index=job.job_modify_index,
+        type=job.type,
+        priority=job.priority,
+        triggered_by=TRIGGER_QUEUED_ALLOCS,
+        status=EVAL_BLOCKED,
+        status_description=BLOCKED_EVAL_DESC,
+        failed_tg_allocs=dict(failed),
+        previous_eval=evaluation.id,
+        create_time=now,
+        modify_time=now,
+    )
+
+
 @dataclass(slots=True)
 class GenericScheduler:
-    """Nomad's GenericScheduler. ``algorithm`` is ``binpack`` (fill nodes) or
-    ``spread`` (empty nodes first); ``max_skip``/``score_threshold`` tune the
-    limit iterator (see :mod:`shoal.scheduler.select`)."""
+    """Nomad's GenericScheduler, configured by a :class:`SchedulerConfig`
+    (algorithm, limit-iterator tuning, preemption)."""
 
-    algorithm: str = BINPACK
-    max_skip: int = DEFAULT_MAX_SKIP
-    score_threshold: float = DEFAULT_SCORE_THRESHOLD
-
-    def __post_init__(self) -> None:
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"unknown scheduler algorithm {self.algorithm!r} (want one of {', '.join(ALGORITHMS)})")
+    config: SchedulerConfig = field(default_factory=SchedulerConfig)
 
     def schedule(
         self,
@@ -142,7 +188,15 @@ class GenericScheduler:
             priority=job.priority if job is not None else evaluation.priority,
         )
         allocs = state.allocs_by_job(ns, job_id)
-        result = reconcile(job, allocs, tainted_nodes(state, allocs), now=now)
+        result = reconcile(
+            job,
+            allocs,
+            tainted_nodes(state, allocs),
+            now=now,
+            eval_id=evaluation.id,
+            job_versions=job_versions(state, job, allocs),
+        )
+        plan.annotations = result.desired
         usage = PlanUsage(state, allocs)
 
         deferred = {p.previous.id for p in result.place if p.stop_previous and p.previous is not None}
@@ -152,31 +206,82 @@ class GenericScheduler:
                 held[stop.alloc.id] = stop  # goes in with its replacement
                 continue
             usage.stop(stop.alloc)
-            plan.append_stop(_stopped_record(stop, now))
-        if job is None or not result.place:
+            plan.append_stop(stopped_record(stop, now))
+        if job is None:
             return plan
 
         run = _Run(state, evaluation, job, plan, usage, now, new_id)
-        self._place(run, allocs, result.place, held)
+        if result.reschedule_later:
+            evals, owner = followup_evals(
+                job, result.reschedule_later, previous_eval=evaluation.id, now=now, new_id=new_id
+            )
+            plan.followup_evals.extend(evals)
+            for a, _ in result.reschedule_later:
+                plan.append_inplace(replace(a, followup_eval_id=owner[a.id], modify_time=now))
+        places = list(result.place)
+        placers: dict[str, _GroupPlacer] = {}
+        ring: NodeRing | None = None
+        if result.inplace or places:
+            ring = NodeRing(list(state.nodes()), evaluation.id)
+            shared = job_plan_checkers(job, usage)
+            base = JobNodeFilter(job)
+            for name in [*(a.task_group for a in result.inplace), *(p.group for p in places)]:
+                if name not in placers:
+                    group = job.group(name)
+                    assert group is not None  # the reconciler only keeps groups of the job
+                    placers[name] = self._placer(job, group, usage, shared, base, len(ring))
+            self._count_placed(run, allocs, shared, placers)
+        if result.inplace:
+            for a in result.inplace:
+                if not self._inplace(run, placers[a.task_group], a):
+                    stop = AllocStop(a, ALLOC_UPDATING, a.client_status)
+                    held[a.id] = stop
+                    d = plan.annotations.get(a.task_group)
+                    if d is not None:
+                        d.in_place_update -= 1
+                        d.destructive_update += 1
+                    places.append(AllocPlace(a.task_group, a.name, a.index, a, stop_previous=True))
+        if places and ring is not None:
+            self._place(run, ring, places, held, placers)
+        if plan.failed_tg_allocs:
+            plan.blocked_eval = blocked_evaluation(evaluation, job, plan.failed_tg_allocs, now, new_id)
         return plan
+
+    # -- in-place updates --
+
+    def _inplace(self, run: _Run, placer: _GroupPlacer, alloc: Allocation) -> bool:
+        """Move ``alloc`` to the job's version where it runs, if its node still
+        passes the group's checks (constraints may have changed)."""
+        node = run.node(alloc.node_id)
+        if node is None:
+            return False
+        usage = run.usage
+        usage._count(alloc, -1)  # the allocation does not collide with itself
+        props = _properties_of(placer, alloc)
+        for prop in props:
+            prop.remove(node)
+        ok = placer.ranker.feasibility.group_reason(node) is None
+        usage._count(alloc, 1)
+        for prop in props:
+            prop.add(node)
+        if ok:
+            run.plan.append_inplace(
+                replace(alloc, job_version=run.job.version, eval_id=run.evaluation.id, modify_time=run.now)
+            )
+        return ok
 
     # -- placement --
 
     def _place(
-        self, run: _Run, allocs: list[Allocation], places: list[AllocPlace], held: dict[str, AllocStop]
+        self,
+        run: _Run,
+        ring: NodeRing,
+        places: list[AllocPlace],
+        held: dict[str, AllocStop],
+        placers: dict[str, _GroupPlacer],
     ) -> None:
         job, usage, plan = run.job, run.usage, run.plan
-        base = base_nodes(job, run.state.nodes())
-        ring = NodeRing(shuffle_nodes(base.nodes, run.evaluation.id))
-        shared = job_plan_checkers(job, usage)
-        placers: dict[str, _GroupPlacer] = {}
-        for p in places:
-            if p.group not in placers:
-                group = job.group(p.group)
-                assert group is not None  # the reconciler only places groups of the job
-                placers[p.group] = self._placer(job, group, usage, shared, len(ring))
-        self._count_properties(run, allocs, shared, placers)
-
+        preempt = self.config.preemption(job.type)
         failed: dict[str, PlacementFailure] = {}
         for p in places:
             if p.group in failed:
@@ -190,18 +295,27 @@ class GenericScheduler:
             placer.ranker.penalty_nodes = frozenset((prev.node_id,)) if (p.reschedule and prev) else frozenset()
             metrics = PlacementMetrics()
             option = placer.selector.select(placer.ranker.rank(ring.walk(), metrics))
+            victims: list[Allocation] = []
+            if option is None and preempt:
+                found = self._preempt_option(run, ring, placer)
+                if found is not None:
+                    option, victims = found
             if option is None:
                 if stop is not None:
                     self._unrelease(run, placer, stop.alloc)
                 failed[p.group] = metrics.failure(
-                    p.group, 1, base_filtered=base.filtered, available=base.available
+                    p.group, 1, available=base_nodes(job, ring.nodes).available
                 )
                 continue
             if stop is not None:
-                plan.append_stop(_stopped_record(stop, run.now))
+                plan.append_stop(stopped_record(stop, run.now))
+            alloc_id = run.new_id()
+            for v in victims:
+                usage.stop(v, counted=v.job_id == job.id and v.namespace == job.namespace)
+                plan.append_preemption(evicted_record(v, alloc_id, run.now))
             ask = placer.ask
             alloc = Allocation(
-                id=run.new_id(),
+                id=alloc_id,
                 name=p.name,
                 namespace=job.namespace,
                 job_id=job.id,
@@ -217,11 +331,43 @@ class GenericScheduler:
                 create_time=run.now,
                 modify_time=run.now,
             )
+            if placer.ports is not None:
+                alloc.ports = assign_ports(option.tally, placer.ports)
+            if p.reschedule and prev is not None:
+                alloc.reschedule_events = reschedule_events(prev, reschedule_policy(job, placer.group), run.now)
             plan.append_alloc(alloc)
             usage.place(option.node, alloc)
             for prop in placer.properties:
                 prop.add(option.node)
+            if placer.spread is not None:
+                placer.spread.add(option.node)
         plan.failed_tg_allocs.update(failed)
+
+    def _preempt_option(
+        self, run: _Run, ring: NodeRing, placer: _GroupPlacer
+    ) -> tuple[RankedNode, list[Allocation]] | None:
+        """Nomad's second pass with preemption: over every feasible node, the one
+        whose eviction set has the lowest priorities, then the fewest victims."""
+        usage, state, job = run.usage, run.state, run.job
+        priority = priority_lookup(lambda ns, jid: getattr(state.job(ns, jid), "priority", None))
+        reason = placer.ranker.feasibility.reason
+        best: tuple[tuple[int, int, int], RankedNode, list[Allocation]] | None = None
+        for node in ring.walk():
+            if reason(node) is not None:
+                continue
+            tally = usage.tally(node)
+            candidates = [
+                Candidate(a, priority(a))
+                for a in state.allocs_by_node(node.id)
+                if live(a) and not usage.stopped(a.id) and not (a.job_id == job.id and a.namespace == job.namespace)
+            ]
+            victims = preempt_for(tally, placer.ask, placer.ports, candidates, job.priority)
+            if not victims:
+                continue
+            key = (max(priority(v) for v in victims), len(victims), sum(v.resources.memory for v in victims))
+            if best is None or key < best[0]:
+                best = (key, RankedNode(node, 0.0, tally), victims)
+        return None if best is None else (best[1], best[2])
 
     def _placer(
         self,
@@ -229,10 +375,13 @@ class GenericScheduler:
         group: TaskGroup,
         usage: PlanUsage,
         shared: list[FeasibilityChecker],
+        base: JobNodeFilter,
         node_count: int,
     ) -> _GroupPlacer:
-        feasibility = GroupFeasibility(job, group, usage, shared)
+        feasibility = GroupFeasibility(job, group, usage, shared, base)
         affinity = AffinityScorer.for_group(job, group)
+        spread = SpreadScorer.for_group(job, group)
+        ports = PortAsk.for_group(group)
         ask = group_resources(group)
         ranker = GroupRanker(
             group=group.name,
@@ -240,48 +389,62 @@ class GenericScheduler:
             desired_count=group.count,
             feasibility=feasibility,
             usage=usage,
-            algorithm=self.algorithm,
+            algorithm=self.config.algorithm,
             affinity=affinity,
+            ports=ports,
+            spread=spread,
         )
-        limit = placement_limit(node_count, batch=job.type == BATCH, score_all=affinity is not None)
-        selector = LimitSelector(limit, self.max_skip, self.score_threshold)
+        scored = group.count if (affinity is not None or spread is not None) else None
+        limit = placement_limit(node_count, batch=job.type == BATCH, scored_count=scored)
+        selector = LimitSelector(limit, self.config.max_skip, self.config.score_threshold)
         props = feasibility.distinct_property_checkers()
-        return _GroupPlacer(group, ask, ranker, selector, props)
+        return _GroupPlacer(group, ask, ranker, selector, props, ports, spread)
 
-    def _count_properties(
+    def _count_placed(
         self,
         run: _Run,
         allocs: list[Allocation],
         shared: list[FeasibilityChecker],
         placers: dict[str, _GroupPlacer],
     ) -> None:
-        """Seed the distinct_property counts with the job's live allocations."""
+        """Seed the distinct_property and spread counts with the job's live allocations."""
         checkers: list[DistinctPropertyChecker] = [c for c in shared if isinstance(c, DistinctPropertyChecker)]
         for placer in placers.values():
             checkers.extend(c for c in placer.properties if c.group is not None)
-        if not checkers:
+        spreads = {name: p.spread for name, p in placers.items() if p.spread is not None}
+        if not checkers and not spreads:
             return
         for a in allocs:
-            if a.terminal() or run.usage.stopped(a.id):
+            if not live(a) or run.usage.stopped(a.id):
                 continue
+            node = run.node(a.node_id)
             for c in checkers:
                 if c.applies_to(a.task_group):
-                    c.add(run.node(a.node_id))
+                    c.add(node)
+            spread = spreads.get(a.task_group)
+            if spread is not None:
+                spread.add(node)
 
     def _release(self, run: _Run, placer: _GroupPlacer, old: Allocation) -> None:
-        """Take a destructively updated allocation out of the picture before its
-        replacement is placed (its resources and its distinct_* slot are free)."""
+        """Take a replaced allocation out of the picture before its replacement is
+        placed (its resources, ports, distinct_* and spread slots are free)."""
         run.usage.stop(old)
-        if not old.terminal():
-            for prop in self._properties_of(placer, old):
-                prop.remove(run.node(old.node_id))
+        if live(old):
+            node = run.node(old.node_id)
+            for prop in _properties_of(placer, old):
+                prop.remove(node)
+            if placer.spread is not None:
+                placer.spread.remove(node)
 
     def _unrelease(self, run: _Run, placer: _GroupPlacer, old: Allocation) -> None:
         run.usage.unstop(old)
-        if not old.terminal():
-            for prop in self._properties_of(placer, old):
-                prop.add(run.node(old.node_id))
+        if live(old):
+            node = run.node(old.node_id)
+            for prop in _properties_of(placer, old):
+                prop.add(node)
+            if placer.spread is not None:
+                placer.spread.add(node)
 
-    @staticmethod
-    def _properties_of(placer: _GroupPlacer, alloc: Allocation) -> list[DistinctPropertyChecker]:
-        return [p for p in placer.properties if p.applies_to(alloc.task_group)]
+
+def _properties_of(placer: _GroupPlacer, alloc: Allocation) -> list[DistinctPropertyChecker]:
+    return [p for p in placer.properties if p.applies_to(alloc.task_group)]

@@ -1,10 +1,36 @@
-"""A Plan: what one scheduler run wants changed. The leader's plan applier commits it."""
+"""A Plan: what one scheduler run wants changed. The leader's plan applier commits it.
+
+What the server does with each field:
+
+* ``node_allocation``: new allocations; fit re-checked per node (resources and
+  host ports, see :func:`shoal.scheduler.usage.node_fit`), then committed.
+* ``node_update``: stops (desired status and description set; client status
+  ``lost`` for allocations of down nodes).
+* ``node_update_inplace``: existing allocations whose record changes without a
+  stop: an in-place update to the new job version, or a failed allocation now
+  pointing at the follow-up evaluation that will reschedule it
+  (``followup_eval_id``). Commit the record's ``job_version``, ``eval_id``,
+  ``followup_eval_id`` over the current one; they use no new resources.
+* ``node_preemptions``: allocations evicted to make room (desired status
+  ``evict``, ``preempted_by_allocation`` set); they free their resources in the
+  fit check, and their jobs need a new evaluation (triggered by ``preemption``).
+* ``followup_evals``: delayed evaluations (``wait_until``) to reschedule failed
+  allocations later; commit them with the plan (status pending); the broker
+  holds each until its time.
+* ``blocked_eval``: set when some allocations could not be placed
+  (``failed_tg_allocs``): an evaluation in status ``blocked`` for the server's
+  blocked-evaluation tracker, to be re-run when capacity changes (a node
+  registers, becomes ready or eligible, or allocations stop). Its id goes in the
+  evaluation's ``blocked_eval``. At most one blocked evaluation per job: a newer
+  one replaces (cancels) an older one.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from shoal.jobs.structs import Allocation, PlacementFailure
+from shoal.jobs.structs import Allocation, Evaluation, PlacementFailure
+from shoal.scheduler.reconcile import DesiredUpdates
 
 
 @dataclass(slots=True)
@@ -18,11 +44,25 @@ class Plan:
     node_allocation: dict[str, list[Allocation]] = field(default_factory=dict)
     # node_id -> allocations to stop there (desired_status and description already set)
     node_update: dict[str, list[Allocation]] = field(default_factory=dict)
+    # node_id -> existing allocations updated without a stop (in-place update, follow-up eval id)
+    node_update_inplace: dict[str, list[Allocation]] = field(default_factory=dict)
+    # node_id -> allocations evicted for this plan's placements (desired_status "evict")
+    node_preemptions: dict[str, list[Allocation]] = field(default_factory=dict)
     # task group -> why some allocations could not be placed
     failed_tg_allocs: dict[str, PlacementFailure] = field(default_factory=dict)
+    # delayed evaluations to create with the plan (reschedules of failed allocations)
+    followup_evals: list[Evaluation] = field(default_factory=list)
+    # an evaluation to keep as blocked when allocations could not be placed
+    blocked_eval: Evaluation | None = None
+    # task group -> what the reconciler decided (place, stop, in-place, destructive, ...): for ``job plan``
+    annotations: dict[str, DesiredUpdates] = field(default_factory=dict)
 
     def is_noop(self) -> bool:
-        return not self.node_allocation and not self.node_update
+        """No allocation changes (evaluations to create may still be attached)."""
+        return not (self.node_allocation or self.node_update or self.node_update_inplace or self.node_preemptions)
+
+    def needs_blocked_eval(self) -> bool:
+        return self.blocked_eval is not None
 
     def placements(self) -> int:
         return sum(len(v) for v in self.node_allocation.values())
@@ -32,6 +72,12 @@ class Plan:
 
     def append_stop(self, alloc: Allocation) -> None:
         self.node_update.setdefault(alloc.node_id, []).append(alloc)
+
+    def append_inplace(self, alloc: Allocation) -> None:
+        self.node_update_inplace.setdefault(alloc.node_id, []).append(alloc)
+
+    def append_preemption(self, alloc: Allocation) -> None:
+        self.node_preemptions.setdefault(alloc.node_id, []).append(alloc)
 
 
 @dataclass(slots=True)

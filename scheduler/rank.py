@@ -7,7 +7,12 @@
 * :func:`job_anti_affinity`: Nomad's penalty for stacking one job's group on one
   node, ``-(collisions + 1) / desired count``.
 * :class:`AffinityScorer`: Nomad's node affinity, the matched weights over the
-  sum of absolute weights, -1..1.
+  sum of absolute weights, -1..1 (weights are -100..100, not 0).
+* :class:`SpreadScorer`: Nomad's SpreadIterator for ``spread`` stanzas (job and
+  group): with targets, a node whose value is under its target share is boosted
+  by ``(desired - used) / desired`` times the spread's share of the weights;
+  without, values with fewer allocations than the others are boosted.
+* Host ports (:mod:`shoal.scheduler.ports`) are checked with the resources.
 
 A node's final score is the mean of the scores that apply to it (Nomad's
 ScoreNormalizationIterator): binpack always, the others when non-zero.
@@ -18,18 +23,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from shoal.jobs.model import Affinity, Job, Resources, TaskGroup
+from shoal.jobs.model import Affinity, Job, Resources, Spread, TaskGroup
 from shoal.jobs.structs import Node
-from shoal.scheduler.feasible import GroupFeasibility, Value, check_operator, is_unique_target, resolver
+from shoal.scheduler.feasible import GroupFeasibility, Resolver, Value, check_operator, is_unique_target, resolver
 from shoal.scheduler.metrics import PlacementMetrics
-from shoal.scheduler.usage import NodeTally, PlanUsage
+from shoal.scheduler.ports import PortAsk, port_exhausted
+from shoal.scheduler.usage import CPU, DISK, MEMORY, NodeTally, PlanUsage
 
 BINPACK = "binpack"
 SPREAD = "spread"
 ALGORITHMS = (BINPACK, SPREAD)
 MAX_FIT_SCORE = 18.0
-
-CPU, MEMORY, DISK = "cpu", "memory", "disk"
+IMPLICIT_TARGET = "*"  # a spread's share of the values its targets do not name
 
 
 @dataclass(slots=True)
@@ -112,6 +117,95 @@ class AffinityScorer:
         return result
 
 
+class SpreadScorer:
+    """Nomad's SpreadIterator for one task group: its spreads and the job's.
+
+    ``counts`` holds, per spread, the group's live allocations per attribute value,
+    this plan included: seeded with :meth:`add` for the existing allocations and
+    kept current by the scheduler as it places and stops them.
+    """
+
+    __slots__ = ("_spreads", "_sum_weights", "counts", "_lowest")
+
+    def __init__(self, spreads: Sequence[Spread], count: int) -> None:
+        self._spreads: list[tuple[Resolver, int, dict[str, float]]] = []
+        for sp in spreads:
+            desired: dict[str, float] = {}
+            total = 0.0
+            for t in sp.targets:
+                d = t.percent / 100.0 * count
+                desired[t.value] = d
+                total += d
+            if 0 < total < count:
+                desired[IMPLICIT_TARGET] = count - total
+            self._spreads.append((resolver(sp.attribute), sp.weight, desired))
+        self._sum_weights = float(sum(sp.weight for sp in spreads)) or 1.0
+        self.counts: list[dict[str, int]] = [{} for _ in spreads]
+        self._lowest = -1.0
+
+    @classmethod
+    def for_group(cls, job: Job, group: TaskGroup) -> SpreadScorer | None:
+        spreads = [*group.spreads, *job.spreads]
+        return cls(spreads, group.count) if spreads else None
+
+    def add(self, node: Node | None, delta: int = 1) -> None:
+        if node is None:
+            return
+        for (value_of, _, _), counts in zip(self._spreads, self.counts):
+            v = value_of(node)
+            if v is not None:
+                counts[v] = counts.get(v, 0) + delta
+
+    def remove(self, node: Node | None) -> None:
+        self.add(node, -1)
+
+    def score(self, node: Node) -> float:
+        total = 0.0
+        for (value_of, weight, desired), counts in zip(self._spreads, self.counts):
+            v = value_of(node)
+            if v is None:
+                total -= 1.0  # the node lacks the attribute: the maximum penalty
+                continue
+            if not desired:
+                total += _even_spread_boost(counts, v)
+                continue
+            want = desired.get(v)
+            if want is None:
+                want = desired.get(IMPLICIT_TARGET)
+                if want is None:
+                    total -= 1.0
+                    continue
+            if want == 0:
+                total += self._lowest
+                continue
+            boost = (want - (counts.get(v, 0) + 1)) / want * (weight / self._sum_weights)
+            total += boost
+            if boost < self._lowest:
+                self._lowest = boost
+        return total
+
+
+def _even_spread_boost(counts: dict[str, int], value: str) -> float:
+    """Nomad's evenSpreadScoreBoost: favour the values with the fewest allocations."""
+    if not counts:
+        return 0.0
+    current = counts.get(value, 0)
+    low = high = 0
+    for n in counts.values():
+        if low == 0 or n < low:
+            low = n
+        if high == 0 or n > high:
+            high = n
+    delta_boost = -1.0 if low == 0 else (low - current) / low
+    if current != low:
+        return delta_boost
+    if low == high:
+        return -1.0
+    if low == 0:
+        return 1.0
+    return (high - low) / low
+
+
 @dataclass(slots=True)
 class GroupRanker:
     """Feasibility, fit and score for one task group: Nomad's rank iterator chain."""
@@ -124,6 +218,8 @@ class GroupRanker:
     algorithm: str = BINPACK
     affinity: AffinityScorer | None = None
     penalty_nodes: frozenset[str] = frozenset()  # e.g. the node a failed alloc ran on
+    ports: PortAsk | None = None
+    spread: SpreadScorer | None = None
 
     def rank(self, nodes: Iterable[Node], metrics: PlacementMetrics) -> Iterator[RankedNode]:
         """Yield each feasible node the group fits on, with its score, recording
@@ -138,6 +234,7 @@ class GroupRanker:
         ask_cpu, ask_mem, ask_disk = ask.cpu, ask.memory, ask.disk
         spread = self.algorithm == SPREAD
         affinity, penalty_nodes, count = self.affinity, self.penalty_nodes, self.desired_count
+        ports, spreads = self.ports, self.spread
         for node in nodes:
             metrics.nodes_evaluated += 1
             why = reason(node)
@@ -156,6 +253,11 @@ class GroupRanker:
             if tally.disk + ask_disk > tally.disk_cap:
                 metrics.exhaust(DISK)
                 continue
+            if ports is not None:
+                why = port_exhausted(tally, ports)
+                if why is not None:
+                    metrics.exhaust(why)
+                    continue
             free_cpu = 1.0 - cpu / tally.cpu_cap if tally.cpu_cap > 0 else 0.0
             free_mem = 1.0 - mem / tally.memory_cap if tally.memory_cap > 0 else 0.0
             fit: float = 10.0**free_cpu + 10.0**free_mem
@@ -171,6 +273,11 @@ class GroupRanker:
                 n += 1
             if affinity is not None:
                 a = affinity.score(node)
+                if a:
+                    total += a
+                    n += 1
+            if spreads is not None:
+                a = spreads.score(node)
                 if a:
                     total += a
                     n += 1

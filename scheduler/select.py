@@ -4,10 +4,13 @@ Nomad does not rank every node for every placement. The candidate nodes are
 shuffled once per run (seeded from the evaluation id, so a run is
 reproducible) and walked as a ring whose position carries over from one
 placement to the next (Nomad's StaticIterator), so successive placements look
-at different nodes. A placement stops walking once it has ``limit`` feasible,
-fitting candidates (the "power of k choices": 2 for batch jobs, ``ceil(log2 n)``
-for services, every node when affinities must be weighed) and takes the best
-scored of them. Candidates scoring at or below a threshold (0: e.g. a node that
+at different nodes. The shuffle is lazy (Fisher-Yates, one swap per node as
+the walk first reaches it): a run that looks at a few hundred nodes of a
+5,000 node cluster does not pay for shuffling all of them. A placement stops
+walking once it has ``limit`` feasible, fitting candidates (the "power of k
+choices": 2 for batch jobs, ``ceil(log2 n)`` for services, and, as Nomad,
+``max(count, 100)`` when affinities or spreads must be weighed) and takes the
+best scored of them. Candidates scoring at or below a threshold (0: e.g. a node that
 already runs this group) are passed over up to ``max_skip`` times in favour of
 later ones, and only used when the ring runs dry (Nomad's LimitIterator).
 """
@@ -27,17 +30,22 @@ DEFAULT_SCORE_THRESHOLD = 0.0
 BATCH_LIMIT = 2
 
 
+SCORED_LIMIT = 100  # Nomad's floor for the limit when affinities or spreads are scored
+
+
 def shuffle_nodes(nodes: Iterable[Node], seed: str) -> list[Node]:
-    """The nodes in an order that depends only on their ids and ``seed``."""
+    """The nodes in an order that depends only on their ids and ``seed`` (a full,
+    eager shuffle; the scheduler's ring shuffles lazily)."""
     out = sorted(nodes, key=lambda n: n.id)
     random.Random(seed).shuffle(out)
     return out
 
 
-def placement_limit(node_count: int, *, batch: bool, score_all: bool = False) -> int:
-    """How many fitting candidates one placement compares."""
-    if score_all:
-        return max(node_count, 1)
+def placement_limit(node_count: int, *, batch: bool, scored_count: int | None = None) -> int:
+    """How many fitting candidates one placement compares. ``scored_count`` is the
+    group's count when affinities or spreads are scored: then ``max(count, 100)``."""
+    if scored_count is not None:
+        return max(scored_count, SCORED_LIMIT, BATCH_LIMIT)
     if batch:
         return BATCH_LIMIT
     if node_count <= 0:
@@ -46,14 +54,17 @@ def placement_limit(node_count: int, *, batch: bool, score_all: bool = False) ->
 
 
 class NodeRing:
-    """The shuffled nodes as a ring; each :meth:`walk` visits every node once,
-    starting where the previous walk stopped."""
+    """The nodes as a ring; each :meth:`walk` visits every node once, starting where
+    the previous walk stopped. With a ``seed`` the order is a shuffle of ``nodes``
+    that depends only on their order and the seed, drawn as the walk goes."""
 
-    __slots__ = ("nodes", "offset")
+    __slots__ = ("nodes", "offset", "_rng", "_shuffled")
 
-    def __init__(self, nodes: list[Node]) -> None:
-        self.nodes = nodes
+    def __init__(self, nodes: list[Node], seed: str | None = None) -> None:
+        self.nodes = list(nodes)
         self.offset = 0
+        self._rng = random.Random(seed) if seed is not None else None
+        self._shuffled = 0 if seed is not None else len(self.nodes)
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -63,6 +74,10 @@ class NodeRing:
         n = len(nodes)
         for _ in range(n):
             i = self.offset
+            if i >= self._shuffled:
+                j = i + int(self._rng.random() * (n - i))  # type: ignore[union-attr]
+                nodes[i], nodes[j] = nodes[j], nodes[i]
+                self._shuffled = i + 1
             self.offset = i + 1 if i + 1 < n else 0
             yield nodes[i]
 

@@ -2,7 +2,7 @@ import pytest
 
 from shoal.jobs.model import Affinity, Constraint
 from shoal.jobs.structs import NODE_DOWN, NodeResources
-from shoal.scheduler import GenericScheduler, schedule
+from shoal.scheduler import GenericScheduler, SchedulerConfig, schedule
 
 
 def placed_nodes(plan):
@@ -50,13 +50,13 @@ def test_spread_algorithm_prefers_the_emptier_node(kit, seed):
     other = kit.job("other", kit.group("db", cpu=2000, memory=4096))
     job = kit.job("app", kit.group("web", cpu=500, memory=512))
     state = kit.state([kit.node("empty"), kit.node("half")], [job, other], [kit.alloc(other, "db", 0, "half")])
-    plan = GenericScheduler(algorithm="spread").schedule(state, kit.evaluation(job, seed), now=0.0)
+    plan = GenericScheduler(SchedulerConfig(algorithm="spread")).schedule(state, kit.evaluation(job, seed), now=0.0)
     assert placed_nodes(plan) == {"empty"}
 
 
 def test_unknown_algorithm_is_refused():
     with pytest.raises(ValueError, match="unknown scheduler algorithm"):
-        GenericScheduler(algorithm="random")
+        SchedulerConfig(algorithm="random")
 
 
 def test_job_anti_affinity_spreads_a_group_over_free_nodes(kit):
@@ -266,15 +266,6 @@ def test_runs_are_reproducible_per_eval_id(kit):
 
     assert run("e1") == run("e1")
     assert run("e1") != run("e2")
-
-
-def test_system_jobs_are_reported_not_crashed(kit):
-    job = kit.job("agentd", kit.group("d", count=1), type="system")
-    plan = schedule(kit.state([kit.node("n1")], [job]), kit.evaluation(job), now=0.0)
-    assert plan.is_noop()
-    failure = plan.failed_tg_allocs["d"]
-    assert failure.reason == "job type system is not supported yet"
-    assert failure.explain()[1] == "  job type system is not supported yet"
 
 
 def test_stopped_system_job_is_still_stopped(kit):

@@ -24,7 +24,8 @@ def test_placement_limit():
     assert placement_limit(5000, batch=False) == 13
     assert placement_limit(3, batch=False) == 2
     assert placement_limit(0, batch=False) == 2
-    assert placement_limit(40, batch=False, score_all=True) == 40
+    assert placement_limit(40, batch=False, scored_count=3) == 100  # Nomad: max(count, 100)
+    assert placement_limit(40, batch=True, scored_count=250) == 250
 
 
 def test_ring_continues_where_the_last_walk_stopped(kit):
