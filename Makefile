@@ -69,6 +69,18 @@ test: deps venv
 test-fast: venv
 	$(BIN)/pytest -q -m "not root and not drill and not slow"
 
+## the failover drills (tests/drills), three runs in a row, then a table of their figures (medians)
+DRILL_RESULTS := build/drills.jsonl
+drills: deps venv
+	@mkdir -p build && rm -f $(DRILL_RESULTS)
+	@status=0; for run in 1 2 3; do \
+	  echo "==> drills: run $$run of 3"; \
+	  SHOAL_DRILL_RESULTS=$(DRILL_RESULTS) SHOAL_DRILL_RUN=$$run $(BIN)/pytest -q -s -m drill tests/drills || status=1; \
+	done; \
+	echo; echo "==> drill figures ($(DRILL_RESULTS))"; \
+	$(BIN)/python tests/drills/summary.py $(DRILL_RESULTS) || status=1; \
+	exit $$status
+
 bench: image
 	$(BIN)/python bench/e2e_start.py
 
