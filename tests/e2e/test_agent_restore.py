@@ -1,0 +1,212 @@
+"""Acceptance: SIGKILL of the agent does not stop its containers; the restarted agent re-attaches.
+
+With 3 containers running (each with a health check), the agent is SIGKILLed and
+started again on the same data directory: the same 3 runc containers, with the
+same pids, keep running and healthy, and nothing is started twice. With the
+server and the client as separate processes, an allocation stopped while the
+client was away is cleaned up when it comes back.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+from support.cluster import SHOAL, DevAgent, Result, cleanup_allocs, free_port, wait_for
+
+pytestmark = pytest.mark.root
+
+JOB = """
+job "keep" {
+  group "web" {
+    count = 3
+    network {
+      port "http" {
+        to = 8080
+      }
+    }
+    service {
+      name = "keep"
+      port = "http"
+      check {
+        type     = "http"
+        path     = "/"
+        interval = "500ms"
+        timeout  = "1s"
+      }
+    }
+    task "httpd" {
+      driver       = "docker"
+      kill_timeout = "200ms" # httpd is pid 1: it ignores SIGTERM
+      config {
+        image   = "busybox:latest"
+        command = "/bin/sh"
+        args    = ["-c", "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www"]
+        ports   = ["http"]
+      }
+      resources {
+        cpu    = 20
+        memory = 16
+      }
+    }
+  }
+}
+"""
+
+
+def runc_state() -> dict[str, int]:
+    """runc container id -> pid, for shoal's running containers."""
+    out = subprocess.run(["runc", "list", "--format", "json"], capture_output=True, text=True, check=True).stdout
+    import json
+
+    return {c["id"]: c["pid"] for c in json.loads(out or "null") or [] if c["status"] == "running"}
+
+
+def rpc(address: str, method: str, req: dict) -> dict:
+    """One call to a server, without the CLI's start-up cost (tests poll with it)."""
+    import asyncio
+
+    from shoal.rpc.transport import RpcClient
+
+    async def call() -> dict:
+        async with RpcClient(address) as c:
+            return await c.call(method, req, timeout=10)
+
+    return asyncio.run(call())
+
+
+def allocs(address: str, job: str) -> list[dict]:
+    status = rpc(address, "Job.Get", {"job_id": job})
+    return [rpc(address, "Alloc.Get", {"alloc_id": a["id"]})["allocation"] for a in status["allocations"]]
+
+
+def all_healthy(address: str, job: str, n: int) -> list[dict] | None:
+    got = [a for a in allocs(address, job) if a["desired_status"] == "run"]
+    if len(got) == n and all(a["client_status"] == "running" and a.get("healthy") is True for a in got):
+        return got
+    return None
+
+
+class RestartableDevAgent(DevAgent):
+    """A dev agent that can be SIGKILLed and started again on the same data directory and ports."""
+
+    def start(self, *extra: str) -> DevAgent:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.log = open(self.root / "agent.log", "ab")
+        self.proc = subprocess.Popen(
+            [SHOAL, "agent", "--dev", "--bind", self.address, "--raft-bind", f"127.0.0.1:{self.raft_port}",
+             "--data-dir", str(self.data_dir), "--image-dir", str(self.image_dir), "--log-json", *extra],
+            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        wait_for(self._ready, 30, "the dev agent's node to be ready")
+        return self
+
+    def sigkill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self.log.close()
+
+
+def test_sigkill_and_restart_reattaches(tmp_path: Path, image_dir: Path) -> None:
+    agent = RestartableDevAgent(root=tmp_path / "agent", image_dir=image_dir)
+    job = tmp_path / "keep.hcl"
+    job.write_text(JOB)
+    try:
+        agent.start()
+        r = agent.cli("job", "run", str(job))
+        assert r.code == 0, r.out + r.err
+        before_allocs = wait_for(lambda: all_healthy(agent.address, "keep", 3), 30, "3 healthy allocations")
+        before = runc_state()
+        ours = {cid: pid for cid, pid in before.items() if any(a["id"] in cid for a in before_allocs)}
+        assert len(ours) == 3
+
+        agent.sigkill()
+        assert {cid: runc_state().get(cid) for cid in ours} == ours  # the containers did not notice
+
+        agent.start()
+        after_allocs = wait_for(lambda: all_healthy(agent.address, "keep", 3), 30, "3 healthy allocations after restart")
+        after = runc_state()
+        assert {cid: after.get(cid) for cid in ours} == ours  # same ids, same pids
+        assert len([cid for cid in after if cid.startswith("shoal-") and any(a["id"] in cid for a in after_allocs)]) == 3
+        assert {a["id"] for a in after_allocs} == {a["id"] for a in before_allocs}  # no replacement placed
+        for a in after_allocs:  # started once, never again
+            events = [e["type"] for e in a["task_states"]["httpd"]["events"]]
+            assert events.count("Started") == 1 and "Terminated" not in events, events
+        logs = (agent.root / "agent.log").read_text()
+        assert logs.count("re-attached to a running task") == 3
+    finally:
+        agent.stop()
+
+
+def _spawn(root: Path, name: str, *args: str) -> subprocess.Popen:
+    log = open(root / f"{name}.log", "ab")
+    try:
+        return subprocess.Popen([SHOAL, "agent", "--log-json", *args], stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+    finally:
+        log.close()
+
+
+def _stop(proc: subprocess.Popen | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_allocation_stopped_while_the_client_was_away(tmp_path: Path, image_dir: Path) -> None:
+    api, raft = free_port(), free_port()
+    addr = f"127.0.0.1:{api}"
+    env = {**os.environ, "SHOAL_ADDR": addr}
+
+    def cli(*args: str) -> Result:
+        p = subprocess.run([SHOAL, *args], capture_output=True, text=True, env=env, timeout=120)
+        return Result(p.returncode, p.stdout, p.stderr)
+
+    client_args = ("--client", "--data-dir", str(tmp_path / "client"), "--servers", addr,
+                   "--image-dir", str(image_dir), "--node-name", "c1")
+    server = client = None
+    try:
+        server = _spawn(tmp_path, "server", "--server", "--data-dir", str(tmp_path / "server"), "--bind", addr,
+                        "--raft-bind", f"127.0.0.1:{raft}")
+        client = _spawn(tmp_path, "client", *client_args)
+        def ready() -> bool:
+            try:
+                return any(n["status"] == "ready" for n in rpc(addr, "Node.List", {})["nodes"])
+            except Exception:
+                return False
+
+        wait_for(ready, 30, "the client node to be ready")
+        job = tmp_path / "keep.hcl"
+        job.write_text(JOB.replace("interval = \"500ms\"", "interval = \"200ms\""))
+        r = cli("job", "run", str(job))
+        assert r.code == 0, r.out + r.err
+        ids = sorted(a["id"] for a in rpc(addr, "Job.Get", {"job_id": "keep"})["allocations"])
+        states = runc_state()
+        pids = {i: states[f"shoal-{i}-httpd"] for i in ids}
+
+        client.send_signal(signal.SIGKILL)
+        client.wait()
+        gone = ids[0]
+        r = cli("alloc", "stop", "--detach", gone)  # while the client is away
+        assert r.code == 0, r.err
+        client = _spawn(tmp_path, "client", *client_args)
+
+        wait_for(lambda: f"shoal-{gone}-httpd" not in runc_state(), 30, "the stopped allocation's container to go")
+        states = runc_state()
+        for i in ids[1:]:
+            assert states.get(f"shoal-{i}-httpd") == pids[i]  # the others were re-attached, untouched
+        stopped = wait_for(lambda: (lambda a: a if a["client_status"] == "complete" else None)(
+            rpc(addr, "Alloc.Get", {"alloc_id": gone})["allocation"]), 20, "the stopped allocation to be complete")
+        assert stopped["desired_status"] == "stop"
+        assert cli("job", "stop", "keep").code == 0
+    finally:
+        _stop(client)
+        _stop(server)
+        cleanup_allocs(tmp_path / "client" / "allocs")
