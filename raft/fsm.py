@@ -217,6 +217,22 @@ class FSM:
                 desired_status=stop.desired_status,
                 desired_description=stop.desired_description,
                 client_status=stop.client_status or old.client_status,
+                preempted_by_allocation=stop.preempted_by_allocation or old.preempted_by_allocation,
+                modify_index=index,
+                alloc_modify_index=index,
+                modify_time=p.now,
+            )
+            s.put_alloc(alloc)
+            changes.append(Change(index, "Allocation", "AllocationUpdated", alloc.id, alloc))
+        for up in p.inplace:
+            old = s.get_alloc(up.id)
+            if old is None:
+                continue
+            alloc = dataclasses.replace(
+                old,
+                job_version=up.job_version,
+                eval_id=up.eval_id or old.eval_id,
+                followup_eval_id=up.followup_eval_id,
                 modify_index=index,
                 alloc_modify_index=index,
                 modify_time=p.now,

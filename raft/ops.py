@@ -75,6 +75,17 @@ class AllocStop:
     desired_status: str = "stop"
     desired_description: str = ""
     client_status: str = ""  # set to "lost" when the node is gone; empty = unchanged
+    preempted_by_allocation: str = ""
+
+
+@dataclass(slots=True)
+class AllocInplace:
+    """An allocation that changes without a stop: a new job version, or its follow-up evaluation."""
+
+    id: str = ""
+    job_version: int = 0
+    eval_id: str = ""
+    followup_eval_id: str = ""
 
 
 @dataclass(slots=True)
@@ -84,6 +95,7 @@ class PlanApply:
     job_id: str = ""
     allocs: list[Allocation] = field(default_factory=list)
     stops: list[AllocStop] = field(default_factory=list)
+    inplace: list[AllocInplace] = field(default_factory=list)
     evals: list[Evaluation] = field(default_factory=list)  # the evaluation's new status, plus follow-ups
     now: float = 0.0
 

@@ -9,6 +9,7 @@ delivery limit.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -33,6 +34,7 @@ class EvalBroker:
         self._jobs: dict[tuple[str, str], _JobQueue] = {}
         self._known: set[str] = set()
         self._deliveries: dict[str, int] = {}
+        self._delayed: dict[str, asyncio.TimerHandle] = {}
         self.enabled = True
 
     def __len__(self) -> int:
@@ -42,6 +44,14 @@ class EvalBroker:
         if not self.enabled or ev.id in self._known:
             return
         self._known.add(ev.id)
+        delay = ev.wait_until - time.time()
+        if delay > 0:  # a delayed evaluation (e.g. a reschedule): hold it until its time
+            self._delayed[ev.id] = asyncio.get_running_loop().call_later(delay, self._release, ev)
+            return
+        self._release(ev)
+
+    def _release(self, ev: Evaluation) -> None:
+        self._delayed.pop(ev.id, None)
         q = self._jobs.setdefault((ev.namespace, ev.job_id), _JobQueue())
         if q.inflight or q.waiting:
             q.waiting.append(ev)
@@ -78,6 +88,9 @@ class EvalBroker:
         return True
 
     def clear(self) -> None:
+        for handle in self._delayed.values():
+            handle.cancel()
+        self._delayed.clear()
         self._ready = asyncio.Queue()
         self._jobs.clear()
         self._known.clear()

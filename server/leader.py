@@ -7,12 +7,13 @@ flight when a leader dies is picked up by the next one.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 import structlog
 
 from shoal.ids import new_id
-from shoal.jobs.structs import EVAL_PENDING, NODE_DOWN, NODE_READY, Evaluation
+from shoal.jobs.structs import EVAL_BLOCKED, EVAL_PENDING, NODE_DOWN, NODE_READY, Evaluation
 from shoal.raft import ops
 from shoal.raft.fsm import Change
 from shoal.raft.node import RaftNode
@@ -23,6 +24,8 @@ from shoal.server.watch import StateWatch
 from shoal.server.worker import Worker
 
 log = structlog.get_logger("shoal.server.leader")
+
+UNBLOCK_DELAY = 0.2  # seconds: capacity changes within this window unblock evaluations once
 
 
 def node_evals(snap: StateSnapshot, node_id: str, triggered_by: str, now: float) -> list[Evaluation]:
@@ -59,6 +62,8 @@ class LeaderDuties:
         self._tasks: list[asyncio.Task[None]] = []
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._unsubscribe = None
+        self._blocked: dict[str, Evaluation] = {}
+        self._unblock_handle: asyncio.TimerHandle | None = None
         self.running = False
 
     async def start(self) -> None:
@@ -73,6 +78,7 @@ class LeaderDuties:
             log.warning("leader barrier failed", error=str(exc))
         with self.store.reader() as s:
             pending = [e for e in s.evals() if e.status == EVAL_PENDING]
+            self._blocked = {e.id: e for e in s.evals() if e.status == EVAL_BLOCKED}
             ready = [n.id for n in s.nodes() if n.status == NODE_READY]
         for ev in sorted(pending, key=lambda e: e.create_index):
             self.broker.enqueue(ev)
@@ -99,16 +105,47 @@ class LeaderDuties:
         for h in self._timers.values():
             h.cancel()
         self._timers.clear()
+        if self._unblock_handle is not None:
+            self._unblock_handle.cancel()
+            self._unblock_handle = None
         self.broker.clear()
         log.info("leader duties stopped")
 
     # --- evaluations fed by committed changes ---
     def _on_changes(self, changes: list[Change]) -> None:
+        capacity = False
         for c in changes:
-            if c.topic == "Evaluation" and c.obj is not None and c.obj.status == EVAL_PENDING:
-                self.broker.enqueue(c.obj)
-            elif c.topic == "Node" and c.obj is not None and c.obj.status == NODE_READY and c.key not in self._timers:
-                self._arm(c.key)
+            if c.topic == "Evaluation" and c.obj is not None:
+                if c.obj.status == EVAL_PENDING:
+                    self.broker.enqueue(c.obj)
+                elif c.obj.status == EVAL_BLOCKED:
+                    self._blocked[c.key] = c.obj
+                else:
+                    self._blocked.pop(c.key, None)
+            elif c.topic == "Node" and c.obj is not None:
+                if c.obj.status == NODE_READY and c.key not in self._timers:
+                    self._arm(c.key)
+                capacity |= c.obj.schedulable()
+            elif c.topic == "Allocation" and c.obj is not None and c.obj.terminal():
+                capacity = True
+        if capacity and self._blocked and self._unblock_handle is None:
+            # Capacity may have appeared: re-run blocked evaluations (coalesced over a short window).
+            self._unblock_handle = asyncio.get_running_loop().call_later(UNBLOCK_DELAY, self._unblock)
+
+    def _unblock(self) -> None:
+        self._unblock_handle = None
+        if not self.running or not self._blocked:
+            return
+        now = time.time()
+        evals = [dataclasses.replace(e, status=EVAL_PENDING, status_description="capacity changed", modify_time=now)
+                 for e in self._blocked.values()]
+        self._blocked.clear()
+        self._spawn(self.raft.submit(ops.EVAL_UPSERT, ops.EvalUpsert(evals=evals)))
+
+    def _spawn(self, coro) -> None:
+        t = asyncio.get_running_loop().create_task(coro)
+        self._tasks.append(t)
+        t.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
 
     # --- heartbeats ---
     def heartbeat(self, node_id: str) -> float:
@@ -125,9 +162,7 @@ class LeaderDuties:
     def _expired(self, node_id: str) -> None:
         self._timers.pop(node_id, None)
         if self.running:
-            t = asyncio.get_running_loop().create_task(self._mark_down(node_id))
-            self._tasks.append(t)
-            t.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+            self._spawn(self._mark_down(node_id))
 
     async def _mark_down(self, node_id: str) -> None:
         now = time.time()

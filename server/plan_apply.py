@@ -20,8 +20,7 @@ from shoal.raft import ops
 from shoal.raft.node import RaftNode
 from shoal.raft.state import StateStore
 from shoal.scheduler.plan import Plan, PlanResult
-from shoal.scheduler.rank import exhausted_dimension
-from shoal.scheduler.usage import NodeTally
+from shoal.scheduler.usage import node_fit
 
 log = structlog.get_logger("shoal.server.plan")
 
@@ -42,8 +41,15 @@ class PlanApplier:
                     desired_status=a.desired_status,
                     desired_description=a.desired_description,
                     client_status=a.client_status if a.client_status == "lost" else "",
+                    preempted_by_allocation=a.preempted_by_allocation,
                 )
-                for allocs_ in plan.node_update.values()
+                for group in (plan.node_update, plan.node_preemptions)
+                for allocs_ in group.values()
+                for a in allocs_
+            ]
+            inplace = [
+                ops.AllocInplace(id=a.id, job_version=a.job_version, eval_id=a.eval_id, followup_eval_id=a.followup_eval_id)
+                for allocs_ in plan.node_update_inplace.values()
                 for a in allocs_
             ]
             payload = ops.PlanApply(
@@ -52,6 +58,7 @@ class PlanApplier:
                 job_id=plan.job_id,
                 allocs=allocs,
                 stops=stops,
+                inplace=inplace,
                 evals=[] if refused else evals,
                 now=time.time(),
             )
@@ -74,16 +81,8 @@ class PlanApplier:
                 if node is None or not node.schedulable():
                     refused.append(node_id)
                     continue
-                stopping = {a.id for a in plan.node_update.get(node_id, ())}
-                tally = NodeTally.for_node(node)
-                for a in s.allocs_by_node(node_id):
-                    if not a.terminal() and a.id not in stopping:
-                        tally.add(a.resources)
-                fits = True
-                for a in new:
-                    if exhausted_dimension(tally, a.resources):
-                        fits = False
-                        break
-                    tally.add(a.resources)
+                removed = {a.id for a in plan.node_update.get(node_id, ())}
+                removed |= {a.id for a in plan.node_preemptions.get(node_id, ())}
+                fits = node_fit(node, s.allocs_by_node(node_id), new, removed) is None
                 (accepted if fits else refused).append(node_id)
         return accepted, refused

@@ -9,11 +9,12 @@ import time
 import structlog
 
 from shoal.ids import new_id
-from shoal.jobs.structs import EVAL_COMPLETE, EVAL_FAILED, Evaluation
+from shoal.jobs.structs import EVAL_BLOCKED, EVAL_CANCELED, EVAL_COMPLETE, EVAL_FAILED, EVAL_PENDING, Evaluation
 from shoal.raft import ops
 from shoal.raft.node import RaftNode
-from shoal.raft.state import StateStore
+from shoal.raft.state import StateSnapshot, StateStore
 from shoal.scheduler import schedule
+from shoal.scheduler.plan import Plan
 from shoal.server.broker import EvalBroker
 from shoal.server.plan_apply import PlanApplier
 
@@ -48,18 +49,13 @@ class Worker:
     async def process(self, ev: Evaluation) -> None:
         for attempt in range(1, MAX_PLAN_ATTEMPTS + 1):
             snap = self.store.snapshot()
-            plan = await asyncio.to_thread(schedule, snap, ev, now=time.time(), new_id=new_id)
-            done = dataclasses.replace(
-                ev,
-                status=EVAL_COMPLETE,
-                status_description="",
-                failed_tg_allocs=plan.failed_tg_allocs,
-                modify_time=time.time(),
-            )
+            now = time.time()
+            plan = await asyncio.to_thread(schedule, snap, ev, now=now, new_id=new_id)
+            evals = self._outcome(ev, plan, snap, now)
             if plan.is_noop():
-                await self.raft.submit(ops.EVAL_UPSERT, ops.EvalUpsert(evals=[done]))
+                await self.raft.submit(ops.EVAL_UPSERT, ops.EvalUpsert(evals=evals))
                 return
-            result = await self.planner.apply(plan, [done])
+            result = await self.planner.apply(plan, evals)
             log.info(
                 "plan applied",
                 worker=self.name,
@@ -73,6 +69,34 @@ class Worker:
             if result.fully_committed():
                 return
         await self._finish(ev, EVAL_FAILED, f"plan refused {MAX_PLAN_ATTEMPTS} times: the cluster kept changing")
+
+    @staticmethod
+    def _outcome(ev: Evaluation, plan: Plan, snap: StateSnapshot, now: float) -> list[Evaluation]:
+        """The evaluation's final record plus those it spawns: delayed reschedules, a blocked
+        evaluation for what could not be placed, and one for each job that lost allocations to preemption."""
+        blocked = plan.blocked_eval
+        done = dataclasses.replace(
+            ev,
+            status=EVAL_COMPLETE,
+            status_description="",
+            failed_tg_allocs=plan.failed_tg_allocs,
+            blocked_eval=blocked.id if blocked else "",
+            modify_time=now,
+        )
+        out = [done, *plan.followup_evals]
+        if blocked is not None:
+            # One blocked evaluation per job: an older one is superseded.
+            for old in snap.evals_by_job(ev.namespace, ev.job_id):
+                if old.status == EVAL_BLOCKED and old.id != blocked.id:
+                    out.append(dataclasses.replace(old, status=EVAL_CANCELED, status_description="superseded", modify_time=now))
+            out.append(blocked)
+        preempted_jobs = {(a.namespace, a.job_id) for allocs in plan.node_preemptions.values() for a in allocs}
+        for ns, job_id in sorted(preempted_jobs):
+            job = snap.job(ns, job_id)
+            if job is not None:
+                out.append(Evaluation(id=new_id(), namespace=ns, job_id=job_id, type=job.type, priority=job.priority,
+                                      triggered_by="preemption", status=EVAL_PENDING, create_time=now, modify_time=now))
+        return out
 
     async def _finish(self, ev: Evaluation, status: str, description: str) -> None:
         final = dataclasses.replace(ev, status=status, status_description=description, modify_time=time.time())

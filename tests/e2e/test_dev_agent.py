@@ -132,3 +132,41 @@ def test_unplaceable_job_explains_which_resource_was_exhausted(dev_agent, tmp_pa
     assert "Resources exhausted on 1 node(s): memory" in status.out
     plan = dev_agent.cli("job", "plan", str(f))
     assert "Resources exhausted on 1 node(s): memory" in plan.out
+
+
+RAW_JOB = """
+job "{name}" {{
+  group "g" {{
+    task "t" {{
+      driver = "raw_exec"
+      config {{
+        command = "/bin/sleep"
+        args    = ["3600"]
+      }}
+      resources {{
+        cpu    = 20
+        memory = {memory}
+      }}
+    }}
+  }}
+}}
+"""
+
+
+def test_blocked_job_is_placed_when_capacity_frees_up(dev_agent, tmp_path):
+    node = dev_agent.cli("node", "status", "--json").json()[0]
+    capacity = node["resources"]["memory"] - node["reserved"]["memory"]
+    big, waiting = tmp_path / "big.hcl", tmp_path / "waiting.hcl"
+    big.write_text(RAW_JOB.format(name="big", memory=int(capacity * 0.7)))
+    waiting.write_text(RAW_JOB.format(name="waiting", memory=int(capacity * 0.5)))
+    assert dev_agent.cli("job", "run", str(big)).code == 0
+    r = dev_agent.cli("job", "run", str(waiting))
+    assert r.code == 1 and "memory" in r.out
+    assert dev_agent.cli("job", "stop", "big").code == 0
+
+    def waiting_runs():
+        s = dev_agent.cli("job", "status", "waiting", "--json").json()
+        return s["status"] == "running"
+
+    wait_for(waiting_runs, 30, "the blocked job to be placed once memory was freed")
+    dev_agent.cli("job", "stop", "waiting")

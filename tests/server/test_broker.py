@@ -38,3 +38,19 @@ def test_nack_redelivers_until_the_limit():
         assert not b.nack(e)
 
     asyncio.run(run())
+
+
+def test_delayed_evaluations_wait_until_their_time():
+    import time
+
+    async def run():
+        b = EvalBroker()
+        later = Evaluation(id="late", job_id="a", wait_until=time.time() + 0.3)
+        b.enqueue(later)
+        b.enqueue(ev("now", "b"))
+        assert (await asyncio.wait_for(b.dequeue(), 1)).id == "now"
+        with __import__("pytest").raises(TimeoutError):
+            await asyncio.wait_for(b.dequeue(), 0.1)
+        assert (await asyncio.wait_for(b.dequeue(), 1)).id == "late"
+
+    asyncio.run(run())
