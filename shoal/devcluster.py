@@ -550,7 +550,7 @@ class DevCluster:
         try:
             log.write(f"=== {time.strftime('%H:%M:%S')} start {role}\n".encode())
             log.flush()
-            env = {**os.environ, "TMPDIR": str(h.run_dir)}
+            env = {**os.environ, "TMPDIR": str(h.run_dir), "PYTHONFAULTHANDLER": "1"}
             env.pop("SHOAL_ADDR", None)
             h.procs[role] = subprocess.Popen(
                 [*_nsenter(h.netns), *shoal_command(), "agent", *args, "--log-level", self.log_level, "--log-json"],
@@ -606,19 +606,35 @@ class DevCluster:
         self._kill_host(h, containers)
         return t
 
-    def stop(self, host: str | Host, timeout: float = 30.0) -> None:
-        """SIGTERM the host's shoal processes and wait for them (a clean shutdown)."""
+    def stop(self, host: str | Host, timeout: float = 30.0) -> bool:
+        """SIGTERM the host's shoal processes and wait for them (a clean shutdown).
+
+        A process still there after ``timeout`` s gets SIGABRT (with PYTHONFAULTHANDLER set,
+        it writes every thread's traceback to its log), then SIGKILL. Returns True if any
+        process had to be forced so.
+        """
         h = self.host(host)
+        forced = False
         for p in h.procs.values():
             if p.poll() is None:
                 p._shoal_killed = True  # type: ignore[attr-defined]
                 p.terminate()
-        for p in h.procs.values():
+        deadline = time.monotonic() + timeout
+        for role, p in h.procs.items():
             try:
-                p.wait(timeout=timeout)
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+                forced = True
+                print(f"devcluster: {h.name} {role} (pid {p.pid}) still running {timeout}s after SIGTERM; "
+                      f"SIGABRT for a traceback in {h.log_dir / (role + '.log')}, then SIGKILL", file=sys.stderr)
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(signal.SIGABRT)
+                try:
+                    p.wait(timeout=3)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        return forced
 
     def restart(self, host: str | Host, graceful: bool = True) -> Host:
         h = self.host(host)

@@ -72,6 +72,7 @@ class WriteLoad:
     pause: float = 0.0  # between one writer's writes (bounds the rate of an open-ended load)
     acked: list[str] = field(default_factory=list)
     ack_times: list[float] = field(default_factory=list)
+    attempts: list[tuple[float, float]] = field(default_factory=list)  # (sent, acknowledged) of each acked write
     retryable_errors: int = 0
     other_errors: list[str] = field(default_factory=list)
     stop: bool = False
@@ -88,11 +89,14 @@ class WriteLoad:
                     deadline = time.monotonic() + self.retry_for
                     attempt = k
                     while True:
+                        sent = time.monotonic()
                         try:
                             await conns[attempt % len(conns)].call("Job.Register", {"job": write_job(i, self.prefix)},
                                                                    timeout=12)
+                            now = time.monotonic()
                             self.acked.append(f"{self.prefix}-{i:05d}")
-                            self.ack_times.append(time.monotonic())
+                            self.ack_times.append(now)
+                            self.attempts.append((sent, now))
                             if on_progress is not None:
                                 await on_progress(len(self.acked))
                             if self.pause:
@@ -133,6 +137,27 @@ def stale_job_ids(address: str, prefix: str) -> set[str] | None:
         return {j["id"] for j in call(address, "Job.List", {"stale": True}, timeout=5)["jobs"] if j["id"].startswith(prefix + "-")}
     except ShoalError:
         return None
+
+
+def replicas_disagree(cluster: DevCluster, hosts, acked: list[str], prefix: str, timeout: float = 30.0) -> dict[str, dict]:
+    """Wait (up to ``timeout``) until each host's own state (a stale read) holds exactly the jobs the
+    leader has, and every acknowledged one. Returns what still differs per host: {} when all agree."""
+    want = {j["id"] for j in cluster.call("Job.List", {}, timeout=30)["jobs"] if j["id"].startswith(prefix + "-")}
+    want_acked = set(acked)
+    deadline = time.monotonic() + timeout
+    diff: dict[str, dict] = {}
+    for h in hosts:
+        while True:
+            got = stale_job_ids(h.api, prefix)
+            if got is not None and got == want and want_acked <= got:
+                diff.pop(h.name, None)
+                break
+            diff[h.name] = {"unreachable": True} if got is None else {
+                "missing": len(want - got), "extra": len(got - want), "acked_missing": len(want_acked - got)}
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    return diff
 
 
 # ------------------------------------------------------------------ instances of a job

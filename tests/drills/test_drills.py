@@ -14,6 +14,7 @@ import time
 import pytest
 from drills.helpers import (
     WriteLoad,
+    replicas_disagree,
     job_running_on,
     lost_writes,
     node_names,
@@ -85,17 +86,20 @@ def test_drill1_leader_killed_under_write_load(make_cluster):
 
     asyncio.run(run())
     t_kill = marks["kill"]
-    after = [t for t in load.ack_times if t > t_kill]
+    after = [acked for sent, acked in load.attempts if sent > t_kill]  # writes sent after the kill
     new_leader = c.wait_leader()
     lost = lost_writes(c, load.acked, "d1")
-    _wait_all_stale(c, survivors, load.acked, "d1")
+    c.start_host(leader)  # the old leader comes back and must agree with the others
+    disagree = replicas_disagree(c, c.servers, load.acked, "d1")
     report("1-leader-kill", new_leader_s=marks["new_leader_s"],
            write_outage_s=(min(after) - t_kill) if after else None,
-           acked=len(load.acked), lost=len(lost), errors=len(load.other_errors), retried=load.retryable_errors)
+           acked=len(load.acked), lost=len(lost), errors=len(load.other_errors), retried=load.retryable_errors,
+           replicas_disagreeing=len(disagree))
     assert new_leader is not leader
     assert load.other_errors == []
     assert len(load.acked) == 400
     assert lost == []
+    assert disagree == {}
     assert marks["new_leader_s"] <= 10.0
 
 
@@ -118,9 +122,11 @@ def test_drill2_follower_killed_then_catches_up(make_cluster):
     c.wait_leader(timeout=30)
     new_leader_s = time.monotonic() - t_kill
     lost = lost_writes(c, load.acked, "d2")
+    disagree = replicas_disagree(c, [h for h in c.servers if h is not leader], load.acked, "d2")
     report("2-follower-catch-up", catch_up_s=catch_up, writes_while_down=len(load.acked),
-           new_leader_s=new_leader_s, lost=len(lost))
+           new_leader_s=new_leader_s, lost=len(lost), replicas_disagreeing=len(disagree))
     assert lost == []
+    assert disagree == {}
 
 
 # ---------------------------------------------------------------------------------------------- 3
@@ -284,7 +290,8 @@ def test_drill7_rolling_restart_under_write_load(make_cluster):
         for h in c.servers:
             was_leader = (await asyncio.to_thread(c.leader)) is h
             t = time.monotonic()
-            await asyncio.to_thread(c.stop, h)
+            forced = await asyncio.to_thread(c.stop, h)
+            stop_s = time.monotonic() - t
             await asyncio.to_thread(c.start_host, h)
 
             def back() -> bool:
@@ -292,7 +299,8 @@ def test_drill7_rolling_restart_under_write_load(make_cluster):
                 return bool(i and i.get("leader")) and c.leader() is not None
 
             await asyncio.to_thread(wait_for, back, 60, f"{h.name} to rejoin")
-            restarts.append({"host": h.name, "leader": was_leader, "s": round(time.monotonic() - t, 2)})
+            restarts.append({"host": h.name, "leader": was_leader, "stop_s": round(stop_s, 2), "forced": forced,
+                             "s": round(time.monotonic() - t, 2)})
             await asyncio.sleep(1)
         load.stop = True
 
@@ -306,9 +314,11 @@ def test_drill7_rolling_restart_under_write_load(make_cluster):
     asyncio.run(run())
     c.wait_leader()
     lost = lost_writes(c, load.acked, "d7")
+    disagree = replicas_disagree(c, c.servers, load.acked, "d7")
     report("7-rolling-restart", acked=len(load.acked), lost=len(lost), errors=len(load.other_errors),
            retried=load.retryable_errors, max_write_gap_s=marks["max_gap_s"], elapsed_s=marks["elapsed_s"],
-           restarts=restarts)
+           replicas_disagreeing=len(disagree), forced_stops=sum(r["forced"] for r in restarts), restarts=restarts)
     assert load.other_errors == [], load.other_errors[:10]
     assert lost == []
+    assert disagree == {}, disagree
     assert len(load.acked) > 100
