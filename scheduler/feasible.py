@@ -38,6 +38,8 @@ FILTER_MISSING_DRIVERS = "missing drivers"
 
 ALL_POOLS = "all"
 
+_UNSEEN = object()
+
 # A resolved target: the node's value, or None when the node does not have it.
 Value = str | None
 Resolver = Callable[[Node], Value]
@@ -452,7 +454,7 @@ class GroupFeasibility:
     the ``${...}`` targets of the group's constraints; literals are folded in once.
     """
 
-    __slots__ = ("base", "drivers", "plan_checkers", "_targets", "_compiled", "_cache", "_escaped")
+    __slots__ = ("base", "drivers", "plan_checkers", "_targets", "_compiled", "_cache", "_escaped", "_static")
 
     def __init__(
         self,
@@ -491,6 +493,7 @@ class GroupFeasibility:
         self._targets: tuple[Resolver, ...] = tuple(resolver(t) for t in targets)
         self._cache: dict[tuple[Value, ...], str | None] = {}
         self._escaped = any(is_unique_target(t) for t in targets)
+        self._static: dict[str, str | None] = {}  # node id -> outcome of the checks that do not depend on the plan
 
     def distinct_property_checkers(self) -> list[DistinctPropertyChecker]:
         return [c for c in self.plan_checkers if isinstance(c, DistinctPropertyChecker)]
@@ -514,26 +517,40 @@ class GroupFeasibility:
         return why
 
     def reason(self, node: Node) -> str | None:
-        if self.base is not None:
-            why = self.base.reason(node)
-            if why is not None:
-                return why
-        return self.group_reason(node)
+        why = self._static.get(node.id, _UNSEEN)
+        if why is _UNSEEN:
+            why = None
+            if self.base is not None:
+                why = self.base.reason(node)
+            if why is None:
+                why = self._node_reason(node)
+            self._static[node.id] = why
+        if why is not None:
+            return why  # type: ignore[return-value]
+        for c in self.plan_checkers:
+            if not c.feasible(node):
+                return c.name
+        return None
 
     def group_reason(self, node: Node) -> str | None:
         """:meth:`reason` without the job-wide node checks (status, datacenter, pool)."""
+        why = self._node_reason(node)
+        if why is not None:
+            return why
+        for c in self.plan_checkers:
+            if not c.feasible(node):
+                return c.name
+        return None
+
+    def _node_reason(self, node: Node) -> str | None:
+        """Drivers and attribute constraints: the same for a node all run long."""
         if self.drivers:
             have = node.drivers
             for d in self.drivers:
                 if d not in have:
                     return FILTER_MISSING_DRIVERS
         if self._compiled:
-            why = self._constraints_reason(node)
-            if why is not None:
-                return why
-        for c in self.plan_checkers:
-            if not c.feasible(node):
-                return c.name
+            return self._constraints_reason(node)
         return None
 
     def feasible(self, node: Node) -> bool:

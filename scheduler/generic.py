@@ -27,7 +27,6 @@ from dataclasses import dataclass, field, replace
 from shoal.ids import new_id as _new_id
 from shoal.jobs.model import Job, Resources, TaskGroup, group_resources
 from shoal.jobs.structs import (
-    ALLOC_PENDING,
     DESIRED_RUN,
     DESIRED_STOP,
     EVAL_BLOCKED,
@@ -50,7 +49,7 @@ from shoal.scheduler.metrics import PlacementMetrics
 from shoal.scheduler.plan import Plan
 from shoal.scheduler.ports import PortAsk, assign_ports
 from shoal.scheduler.preempt import Candidate, evicted_record, preempt_for, priority_lookup
-from shoal.scheduler.rank import AffinityScorer, GroupRanker, RankedNode, SpreadScorer
+from shoal.scheduler.rank import BINPACK, AffinityScorer, GroupRanker, RankedNode, SpreadScorer
 from shoal.scheduler.reconcile import (
     ALLOC_UPDATING,
     AllocPlace,
@@ -60,11 +59,12 @@ from shoal.scheduler.reconcile import (
     reschedule_events,
     reschedule_policy,
 )
-from shoal.scheduler.select import LimitSelector, NodeRing, placement_limit
+from shoal.scheduler.select import BEST_FIT_LIMIT, CandidateWalk, LimitSelector, NodeRing, placement_limit
 from shoal.scheduler.state import StateReader
-from shoal.scheduler.usage import PlanUsage, live
+from shoal.scheduler.usage import PlanUsage, UsageIndex, live
 
 SERVICE, BATCH = "service", "batch"
+_NO_NODES: frozenset[str] = frozenset()
 TRIGGER_QUEUED_ALLOCS = "queued-allocs"
 BLOCKED_EVAL_DESC = "created to place remaining allocations"
 
@@ -78,6 +78,7 @@ class _GroupPlacer:
     properties: list[DistinctPropertyChecker]  # group-level and the job's
     ports: PortAsk | None = None
     spread: SpreadScorer | None = None
+    walk: CandidateWalk | None = None  # best-fit candidates, when the state keeps a usage index
 
 
 @dataclass(slots=True)
@@ -92,6 +93,15 @@ class _Run:
     now: float
     new_id: Callable[[], str]
     node_cache: dict[str, Node | None] = field(default_factory=dict)
+    _ring: NodeRing | None = None
+
+    @property
+    def ring(self) -> NodeRing:
+        """Every node, shuffled (lazily) by the evaluation id: built on first use, since
+        placements from a usage index may never need it."""
+        if self._ring is None:
+            self._ring = NodeRing(list(self.state.nodes()), self.evaluation.id)
+        return self._ring
 
     def node(self, node_id: str) -> Node | None:
         if node_id in self.node_cache:
@@ -137,6 +147,12 @@ def job_versions(state: StateReader, job: Job | None, allocs: list[Allocation]) 
         if found is not None:
             out[v] = found
     return out
+
+
+def usage_index(state: StateReader) -> UsageIndex | None:
+    """The state's :class:`UsageIndex`, when it keeps one (``StateReader.usage_index()``, optional)."""
+    get = getattr(state, "usage_index", None)
+    return get() if get is not None else None
 
 
 def blocked_evaluation(
@@ -220,16 +236,16 @@ class GenericScheduler:
                 plan.append_inplace(replace(a, followup_eval_id=owner[a.id], modify_time=now))
         places = list(result.place)
         placers: dict[str, _GroupPlacer] = {}
-        ring: NodeRing | None = None
         if result.inplace or places:
-            ring = NodeRing(list(state.nodes()), evaluation.id)
             shared = job_plan_checkers(job, usage)
             base = JobNodeFilter(job)
+            index = usage_index(state)
+            node_count = index.node_count() if index is not None else len(run.ring)
             for name in [*(a.task_group for a in result.inplace), *(p.group for p in places)]:
                 if name not in placers:
                     group = job.group(name)
                     assert group is not None  # the reconciler only keeps groups of the job
-                    placers[name] = self._placer(job, group, usage, shared, base, len(ring))
+                    placers[name] = self._placer(run, group, shared, base, node_count, index)
             self._count_placed(run, allocs, shared, placers)
         if result.inplace:
             for a in result.inplace:
@@ -241,8 +257,8 @@ class GenericScheduler:
                         d.in_place_update -= 1
                         d.destructive_update += 1
                     places.append(AllocPlace(a.task_group, a.name, a.index, a, stop_previous=True))
-        if places and ring is not None:
-            self._place(run, ring, places, held, placers)
+        if places:
+            self._place(run, places, held, placers)
         if plan.failed_tg_allocs:
             plan.blocked_eval = blocked_evaluation(evaluation, job, plan.failed_tg_allocs, now, new_id)
         return plan
@@ -275,7 +291,6 @@ class GenericScheduler:
     def _place(
         self,
         run: _Run,
-        ring: NodeRing,
         places: list[AllocPlace],
         held: dict[str, AllocStop],
         placers: dict[str, _GroupPlacer],
@@ -283,6 +298,8 @@ class GenericScheduler:
         job, usage, plan = run.job, run.usage, run.plan
         preempt = self.config.preemption(job.type)
         failed: dict[str, PlacementFailure] = {}
+        now, eval_id, new_id = run.now, run.evaluation.id, run.new_id
+        namespace, job_id, version = job.namespace, job.id, job.version
         for p in places:
             if p.group in failed:
                 failed[p.group].missing += 1
@@ -291,60 +308,67 @@ class GenericScheduler:
             prev = p.previous
             stop = held.get(prev.id) if (prev is not None and p.stop_previous) else None
             if stop is not None:
-                self._release(run, placer, stop.alloc)
-            placer.ranker.penalty_nodes = frozenset((prev.node_id,)) if (p.reschedule and prev) else frozenset()
+                self._release(run, placers, placer, stop.alloc)
+            ranker = placer.ranker
+            if p.reschedule and prev is not None:
+                ranker.penalty_nodes = frozenset((prev.node_id,))
+            elif ranker.penalty_nodes:
+                ranker.penalty_nodes = _NO_NODES
             metrics = PlacementMetrics()
-            option = placer.selector.select(placer.ranker.rank(ring.walk(), metrics))
+            option = None
+            walk = placer.walk
+            if walk is not None:
+                option = placer.selector.select(ranker.rank(walk.walk(), metrics, walk.passed))
+                if option is None:  # the index's view was incomplete, or nothing fits: ask every node
+                    metrics = PlacementMetrics()
+            if option is None:
+                option = placer.selector.select(ranker.rank(run.ring.walk(), metrics))
             victims: list[Allocation] = []
             if option is None and preempt:
-                found = self._preempt_option(run, ring, placer)
+                found = self._preempt_option(run, placer)
                 if found is not None:
                     option, victims = found
             if option is None:
                 if stop is not None:
                     self._unrelease(run, placer, stop.alloc)
-                failed[p.group] = metrics.failure(
-                    p.group, 1, available=base_nodes(job, ring.nodes).available
-                )
+                failed[p.group] = metrics.failure(p.group, 1, available=base_nodes(job, run.ring.nodes).available)
                 continue
             if stop is not None:
-                plan.append_stop(stopped_record(stop, run.now))
-            alloc_id = run.new_id()
+                plan.append_stop(stopped_record(stop, now))
+            alloc_id = new_id()
             for v in victims:
-                usage.stop(v, counted=v.job_id == job.id and v.namespace == job.namespace)
-                plan.append_preemption(evicted_record(v, alloc_id, run.now))
-            ask = placer.ask
+                usage.stop(v, counted=v.job_id == job_id and v.namespace == namespace)
+                plan.append_preemption(evicted_record(v, alloc_id, now))
+            node = option.node
             alloc = Allocation(
                 id=alloc_id,
                 name=p.name,
-                namespace=job.namespace,
-                job_id=job.id,
-                job_version=job.version,
+                namespace=namespace,
+                job_id=job_id,
+                job_version=version,
                 task_group=p.group,
                 index=p.index,
-                node_id=option.node.id,
-                eval_id=run.evaluation.id,
-                resources=Resources(cpu=ask.cpu, memory=ask.memory, memory_max=ask.memory_max, disk=ask.disk),
-                desired_status=DESIRED_RUN,
-                client_status=ALLOC_PENDING,
+                node_id=node.id,
+                eval_id=eval_id,
+                resources=placer.ask,  # shared: records are never mutated
                 previous_allocation=prev.id if prev is not None else "",
-                create_time=run.now,
-                modify_time=run.now,
+                create_time=now,
+                modify_time=now,
             )
             if placer.ports is not None:
                 alloc.ports = assign_ports(option.tally, placer.ports)
             if p.reschedule and prev is not None:
-                alloc.reschedule_events = reschedule_events(prev, reschedule_policy(job, placer.group), run.now)
+                alloc.reschedule_events = reschedule_events(prev, reschedule_policy(job, placer.group), now)
             plan.append_alloc(alloc)
-            usage.place(option.node, alloc)
+            usage.place(node, alloc)
             for prop in placer.properties:
-                prop.add(option.node)
+                prop.add(node)
             if placer.spread is not None:
-                placer.spread.add(option.node)
+                placer.spread.add(node)
         plan.failed_tg_allocs.update(failed)
 
     def _preempt_option(
-        self, run: _Run, ring: NodeRing, placer: _GroupPlacer
+        self, run: _Run, placer: _GroupPlacer
     ) -> tuple[RankedNode, list[Allocation]] | None:
         """Nomad's second pass with preemption: over every feasible node, the one
         whose eviction set has the lowest priorities, then the fewest victims."""
@@ -352,7 +376,7 @@ class GenericScheduler:
         priority = priority_lookup(lambda ns, jid: getattr(state.job(ns, jid), "priority", None))
         reason = placer.ranker.feasibility.reason
         best: tuple[tuple[int, int, int], RankedNode, list[Allocation]] | None = None
-        for node in ring.walk():
+        for node in run.ring.walk():
             if reason(node) is not None:
                 continue
             tally = usage.tally(node)
@@ -371,13 +395,14 @@ class GenericScheduler:
 
     def _placer(
         self,
-        job: Job,
+        run: _Run,
         group: TaskGroup,
-        usage: PlanUsage,
         shared: list[FeasibilityChecker],
         base: JobNodeFilter,
         node_count: int,
+        index: UsageIndex | None,
     ) -> _GroupPlacer:
+        job, usage = run.job, run.usage
         feasibility = GroupFeasibility(job, group, usage, shared, base)
         affinity = AffinityScorer.for_group(job, group)
         spread = SpreadScorer.for_group(job, group)
@@ -396,9 +421,13 @@ class GenericScheduler:
         )
         scored = group.count if (affinity is not None or spread is not None) else None
         limit = placement_limit(node_count, batch=job.type == BATCH, scored_count=scored)
-        selector = LimitSelector(limit, self.config.max_skip, self.config.score_threshold)
         props = feasibility.distinct_property_checkers()
-        return _GroupPlacer(group, ask, ranker, selector, props, ports, spread)
+        walk = None
+        if index is not None and scored is None and self.config.algorithm == BINPACK:
+            walk = CandidateWalk(index.candidates(ask.cpu, ask.memory), run.node)
+            limit = min(limit, BEST_FIT_LIMIT)
+        selector = LimitSelector(limit, self.config.max_skip, self.config.score_threshold)
+        return _GroupPlacer(group, ask, ranker, selector, props, ports, spread, walk)
 
     def _count_placed(
         self,
@@ -425,7 +454,7 @@ class GenericScheduler:
             if spread is not None:
                 spread.add(node)
 
-    def _release(self, run: _Run, placer: _GroupPlacer, old: Allocation) -> None:
+    def _release(self, run: _Run, placers: dict[str, _GroupPlacer], placer: _GroupPlacer, old: Allocation) -> None:
         """Take a replaced allocation out of the picture before its replacement is
         placed (its resources, ports, distinct_* and spread slots are free)."""
         run.usage.stop(old)
@@ -435,6 +464,9 @@ class GenericScheduler:
                 prop.remove(node)
             if placer.spread is not None:
                 placer.spread.remove(node)
+            for other in placers.values():
+                if other.walk is not None:
+                    other.walk.reopen(old.node_id)
 
     def _unrelease(self, run: _Run, placer: _GroupPlacer, old: Allocation) -> None:
         run.usage.unstop(old)

@@ -221,15 +221,18 @@ class GroupRanker:
     ports: PortAsk | None = None
     spread: SpreadScorer | None = None
 
-    def rank(self, nodes: Iterable[Node], metrics: PlacementMetrics) -> Iterator[RankedNode]:
+    def rank(
+        self, nodes: Iterable[Node], metrics: PlacementMetrics, passed: set[str] | None = None
+    ) -> Iterator[RankedNode]:
         """Yield each feasible node the group fits on, with its score, recording
-        in ``metrics`` why the others were passed over.
+        in ``metrics`` why the others were passed over (and their ids in
+        ``passed``, when given).
 
         The hot loop of the scheduler: :func:`exhausted_dimension` and
         :func:`score_fit_binpack`/:func:`score_fit_spread` are inlined here.
         """
         reason, usage, group = self.feasibility.reason, self.usage, self.group
-        tallies = usage.tallies
+        tallies, group_counts = usage.tallies, usage.group_counts
         ask = self.ask
         ask_cpu, ask_mem, ask_disk = ask.cpu, ask.memory, ask.disk
         spread = self.algorithm == SPREAD
@@ -240,33 +243,34 @@ class GroupRanker:
             why = reason(node)
             if why is not None:
                 metrics.filter(why)
+                if passed is not None:
+                    passed.add(node.id)
                 continue
             tally = tallies.get(node.id) or usage.tally(node)
             cpu = tally.cpu + ask_cpu
             mem = tally.memory + ask_mem
             if cpu > tally.cpu_cap:
-                metrics.exhaust(CPU)
-                continue
-            if mem > tally.memory_cap:
-                metrics.exhaust(MEMORY)
-                continue
-            if tally.disk + ask_disk > tally.disk_cap:
-                metrics.exhaust(DISK)
-                continue
-            if ports is not None:
+                why = CPU
+            elif mem > tally.memory_cap:
+                why = MEMORY
+            elif tally.disk + ask_disk > tally.disk_cap:
+                why = DISK
+            elif ports is not None:
                 why = port_exhausted(tally, ports)
-                if why is not None:
-                    metrics.exhaust(why)
-                    continue
+            if why is not None:
+                metrics.exhaust(why)
+                if passed is not None:
+                    passed.add(node.id)
+                continue
             free_cpu = 1.0 - cpu / tally.cpu_cap if tally.cpu_cap > 0 else 0.0
             free_mem = 1.0 - mem / tally.memory_cap if tally.memory_cap > 0 else 0.0
             fit: float = 10.0**free_cpu + 10.0**free_mem
             fit = fit - 2.0 if spread else 20.0 - fit
             total = (0.0 if fit < 0.0 else MAX_FIT_SCORE if fit > MAX_FIT_SCORE else fit) / MAX_FIT_SCORE
             n = 1
-            collisions = usage.group_count(node.id, group)
-            if collisions:
-                total += job_anti_affinity(collisions, count)
+            collisions = group_counts.get((node.id, group))
+            if collisions:  # job_anti_affinity, inlined
+                total -= (collisions + 1) / (count if count > 0 else 1)
                 n += 1
             if penalty_nodes and node.id in penalty_nodes:
                 total -= 1.0

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from shoal.jobs.structs import Node
@@ -31,6 +31,10 @@ BATCH_LIMIT = 2
 
 
 SCORED_LIMIT = 100  # Nomad's floor for the limit when affinities or spreads are scored
+# Candidates compared per placement when they come in best-fit order from a usage index:
+# the order already did the ranking's work, so a few suffice (and job anti-affinity still
+# has alternatives to the node a group already runs on).
+BEST_FIT_LIMIT = 3
 
 
 def shuffle_nodes(nodes: Iterable[Node], seed: str) -> list[Node]:
@@ -80,6 +84,57 @@ class NodeRing:
                 self._shuffled = i + 1
             self.offset = i + 1 if i + 1 < n else 0
             yield nodes[i]
+
+
+class CandidateWalk:
+    """Candidates for one task group's ask in best-fit order, for one run: node ids
+    from a capacity-ordered source (:meth:`UsageIndex.candidates`), resolved to
+    nodes as the walks reach them.
+
+    Each :meth:`walk` starts from the first candidate not yet known to be out of
+    the question for the group in this run: the ranker adds to :attr:`passed`
+    the nodes it filters or finds exhausted, which within a run stay so (the
+    plan only adds to a node's usage; a released allocation calls
+    :meth:`reopen`). So successive placements of a group cost O(limit), not a
+    rescan of the nodes the group has already filled.
+    """
+
+    __slots__ = ("_ids", "_node", "_order", "start", "passed")
+
+    def __init__(self, ids: Iterator[str], node: Callable[[str], Node | None]) -> None:
+        self._ids = ids
+        self._node = node
+        self._order: list[Node] = []
+        self.start = 0
+        self.passed: set[str] = set()
+
+    def walk(self) -> Iterator[Node]:
+        order, passed = self._order, self.passed
+        i = self.start
+        while True:
+            if i < len(order):
+                node = order[i]
+            else:
+                node_id = next(self._ids, None)
+                if node_id is None:
+                    return
+                found = self._node(node_id)
+                if found is None:
+                    continue
+                node = found
+                order.append(node)
+            if node.id in passed:
+                if i == self.start:
+                    self.start = i + 1
+                i += 1
+                continue
+            i += 1
+            yield node
+
+    def reopen(self, node_id: str) -> None:
+        """``node_id`` has room again (an allocation on it was released)."""
+        self.passed.discard(node_id)
+        self.start = 0
 
 
 @dataclass(slots=True)
