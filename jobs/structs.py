@@ -183,6 +183,11 @@ class PlacementFailure:
             return lines
         if self.nodes_evaluated == 0:
             lines.append("  No nodes were eligible for evaluation")
+        else:
+            lines.append(
+                f"  {self.nodes_evaluated} node(s) evaluated: {self.nodes_filtered} filtered,"
+                f" {self.nodes_exhausted} exhausted"
+            )
         for why, n in sorted(self.constraint_filtered.items()):
             lines.append(f"  Constraint {why} filtered {n} node(s)")
         for dim, n in sorted(self.dimension_exhausted.items()):

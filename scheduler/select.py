@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from shoal.jobs.structs import Node
@@ -35,14 +35,6 @@ SCORED_LIMIT = 100  # Nomad's floor for the limit when affinities or spreads are
 # the order already did the ranking's work, so a few suffice (and job anti-affinity still
 # has alternatives to the node a group already runs on).
 BEST_FIT_LIMIT = 3
-
-
-def shuffle_nodes(nodes: Iterable[Node], seed: str) -> list[Node]:
-    """The nodes in an order that depends only on their ids and ``seed`` (a full,
-    eager shuffle; the scheduler's ring shuffles lazily)."""
-    out = sorted(nodes, key=lambda n: n.id)
-    random.Random(seed).shuffle(out)
-    return out
 
 
 def placement_limit(node_count: int, *, batch: bool, scored_count: int | None = None) -> int:

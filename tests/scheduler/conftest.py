@@ -7,13 +7,15 @@ hypothesis tests can use it too).
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import pytest
 
-from shoal.jobs.model import Constraint, Job, Resources, Task, TaskGroup
+from shoal.jobs.model import Constraint, Job, Network, Port, Resources, Task, TaskGroup
 from shoal.jobs.structs import NODE_READY, Allocation, Evaluation, Node, NodeResources
+from shoal.scheduler.usage import NodeUsage, UsageIndex
 
 
 @dataclass
@@ -23,9 +25,16 @@ class MemState:
     jobs: dict[tuple[str, str], Job] = field(default_factory=dict)
     node_map: dict[str, Node] = field(default_factory=dict)
     allocs: dict[str, Allocation] = field(default_factory=dict)
+    versions: dict[tuple[str, str, int], Job] = field(default_factory=dict)  # older job versions
 
     def job(self, namespace: str, job_id: str) -> Job | None:
         return self.jobs.get((namespace, job_id))
+
+    def job_version(self, namespace: str, job_id: str, version: int) -> Job | None:
+        job = self.jobs.get((namespace, job_id))
+        if job is not None and job.version == version:
+            return job
+        return self.versions.get((namespace, job_id, version))
 
     def nodes(self) -> Iterable[Node]:
         return list(self.node_map.values())
@@ -40,10 +49,27 @@ class MemState:
         return [a for a in self.allocs.values() if a.node_id == node_id]
 
 
+@dataclass
+class IndexedState(MemState):
+    """The same, with the optional per-node usage and best-fit order of a UsageIndex."""
+
+    index: UsageIndex = field(default_factory=UsageIndex)
+
+    def __post_init__(self) -> None:
+        self.index = UsageIndex(self.node_map.values(), self.allocs.values())
+
+    def node_usage(self, node_id: str) -> NodeUsage:
+        return self.index.node_usage(node_id)
+
+    def usage_index(self) -> UsageIndex:
+        return self.index
+
+
 class Kit:
     """Builders with small, readable defaults."""
 
     MemState = MemState
+    IndexedState = IndexedState
 
     def __init__(self) -> None:
         self._ids = itertools.count(1)
@@ -95,9 +121,13 @@ class Kit:
         disk: int = 300,
         driver: str = "exec",
         constraints: list[Constraint] | None = None,
+        ports: list[Port] | None = None,
     ) -> TaskGroup:
         task = Task(name="main", driver=driver, resources=Resources(cpu=cpu, memory=memory))
-        return TaskGroup(name=name, count=count, tasks=[task], constraints=constraints or [], ephemeral_disk=disk)
+        networks = [Network(ports=list(ports))] if ports else []
+        return TaskGroup(
+            name=name, count=count, tasks=[task], constraints=constraints or [], ephemeral_disk=disk, networks=networks
+        )
 
     @staticmethod
     def job(
@@ -156,12 +186,19 @@ class Kit:
 
     @staticmethod
     def state(
-        nodes: Iterable[Node] = (), jobs: Iterable[Job] = (), allocs: Iterable[Allocation] = ()
+        nodes: Iterable[Node] = (),
+        jobs: Iterable[Job] = (),
+        allocs: Iterable[Allocation] = (),
+        *,
+        versions: Iterable[Job] = (),
+        indexed: bool = False,
     ) -> MemState:
-        return MemState(
+        cls = IndexedState if indexed else MemState
+        return cls(
             jobs={(j.namespace, j.id): j for j in jobs},
             node_map={n.id: n for n in nodes},
             allocs={a.id: a for a in allocs},
+            versions={(j.namespace, j.id, j.version): j for j in versions},
         )
 
     @staticmethod
@@ -172,3 +209,13 @@ class Kit:
 @pytest.fixture(scope="session")
 def kit() -> Kit:
     return Kit()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Scale tests (marker ``slow``) run only when asked for: ``pytest -m slow tests/scheduler``."""
+    if "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="a scale test: run it with -m slow")
+    for item in items:
+        if "slow" in item.keywords and str(item.path).startswith(str(Path(__file__).parent)):
+            item.add_marker(skip)

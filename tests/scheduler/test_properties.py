@@ -1,6 +1,8 @@
 """Properties over random clusters and jobs: no node is over-committed on any
-resource, no hard constraint is violated, and every group ends with exactly
-``count`` live allocations minus what the plan reports as missing."""
+resource (host ports included), no hard constraint is violated, every service or
+batch group ends with exactly ``count`` live allocations minus what the plan
+reports as missing, and a system job never has two allocations of a group on one
+node. With and without a usage index (the best-fit candidate order)."""
 
 from __future__ import annotations
 
@@ -11,9 +13,10 @@ from dataclasses import dataclass
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shoal.jobs.model import Constraint, Job, Resources, Task, TaskGroup
-from shoal.jobs.structs import NODE_DOWN, NODE_READY, Allocation, Evaluation, Node, NodeResources
+from shoal.jobs.model import Constraint, Job, Network, Port, Resources, Task, TaskGroup
+from shoal.jobs.structs import NODE_DOWN, NODE_READY, AllocatedPort, Allocation, Evaluation, Node, NodeResources
 from shoal.scheduler import schedule
+from shoal.scheduler.usage import UsageIndex, node_fit
 
 # Constraints with an independent oracle: (constraint, does the node satisfy it?)
 Oracle = Callable[[Node], bool]
@@ -84,6 +87,7 @@ def jobs(draw) -> Job:
             )
             for t in range(draw(st.integers(1, 2)))
         ]
+        ports = draw(st.sampled_from([[], [], [Port("http")], [Port("http", 8080)], [Port("a", 9090), Port("b")]]))
         groups.append(
             TaskGroup(
                 name=f"g{g}",
@@ -91,6 +95,7 @@ def jobs(draw) -> Job:
                 tasks=tasks,
                 constraints=[CONSTRAINTS[i][0] for i in picked],
                 ephemeral_disk=draw(st.sampled_from([0, 300, 1000])),
+                networks=[Network(ports=ports)] if ports else [],
             )
         )
     job_constraints = [CONSTRAINTS[i][0] for i in draw(st.lists(st.sampled_from(range(len(CONSTRAINTS))), max_size=1))]
@@ -98,7 +103,7 @@ def jobs(draw) -> Job:
         job_constraints.append(Constraint("", "distinct_hosts", "true"))
     return Job(
         id="app",
-        type=draw(st.sampled_from(["service", "batch"])),
+        type=draw(st.sampled_from(["service", "service", "batch", "system", "sysbatch"])),
         datacenters=draw(st.sampled_from([["*"], ["dc1"], ["dc2", "dc1"], ["d*"]])),
         node_pool=draw(st.sampled_from(["default", "all"])),
         groups=groups,
@@ -129,6 +134,20 @@ class State:
         return [a for a in self.allocs if a.node_id == node_id]
 
 
+class IndexedState(State):
+    """The same, with a usage index: tallies from per-node sums, best-fit candidates."""
+
+    def indexed(self) -> "IndexedState":
+        self.index = UsageIndex(self.node_map.values(), self.allocs)
+        return self
+
+    def node_usage(self, node_id):
+        return self.index.node_usage(node_id)
+
+    def usage_index(self):
+        return self.index
+
+
 def _cap(node: Node) -> tuple[int, int, int]:
     r, z = node.resources, node.reserved
     return r.cpu - z.cpu, r.memory - z.memory, r.disk - z.disk
@@ -140,6 +159,7 @@ def clusters(draw) -> State:
     node_list = draw(nodes())
     job = draw(jobs())
     used = {n.id: [0, 0, 0] for n in node_list}
+    ports_used: dict[str, set[int]] = {n.id: set() for n in node_list}
     allocs: list[Allocation] = []
     for k in range(draw(st.integers(0, 15))):
         if not node_list:
@@ -158,6 +178,8 @@ def clusters(draw) -> State:
         u[0] += res.cpu
         u[1] += res.memory
         u[2] += res.disk
+        held = [p for p in draw(st.sampled_from([[], [], [8080], [9090, 20000], [20001]])) if p not in ports_used[node.id]]
+        ports_used[node.id].update(held)
         allocs.append(
             Allocation(
                 id=f"e{k}",
@@ -169,8 +191,11 @@ def clusters(draw) -> State:
                 node_id=node.id,
                 resources=res,
                 client_status=draw(st.sampled_from(["running", "running", "pending"])),
+                ports=[AllocatedPort("p", v, 0) for v in held],
             )
         )
+    if draw(st.booleans()):
+        return IndexedState(job, {n.id: n for n in node_list}, allocs).indexed()
     return State(job, {n.id: n for n in node_list}, allocs)
 
 
@@ -198,6 +223,14 @@ def test_plans_never_overcommit_or_break_constraints(state: State, algorithm: st
     for node_id, (cpu, mem, disk) in usage.items():
         ccap, mcap, dcap = _cap(state.node_map[node_id])
         assert cpu <= ccap and mem <= mcap and disk <= dcap, node_id
+    # ... nor on host ports: no two live allocations of a node share one
+    for node_id, node in state.node_map.items():
+        assert node_fit(node, [], [a for a in live if a.node_id == node_id]) is None, node_id
+    for a in placed:
+        group = job.group(a.task_group)
+        asked = [p for n in group.networks for p in n.ports]
+        assert sorted(p.label for p in a.ports) == sorted(p.label for p in asked)
+        assert all(p.value == q.static for p in a.ports for q in asked if q.label == p.label and q.static)
 
     # 2. Every placement is on a node that satisfies every hard constraint.
     dc_patterns = [re.compile("^" + ".*".join(map(re.escape, d.split("*"))) + "$") for d in job.datacenters]
@@ -224,6 +257,13 @@ def test_plans_never_overcommit_or_break_constraints(state: State, algorithm: st
         for a in placed:
             assert mine.count(a.node_id) == 1, a.node_id
 
+    if job.type in ("system", "sysbatch"):
+        # 3'. A system job: at most one live allocation per group and node.
+        for group in job.groups:
+            on = [a.node_id for a in live if a.job_id == job.id and a.task_group == group.name]
+            assert len(on) == len(set(on)), group.name
+        return
+
     # 3. Each group ends with count live allocations of the job's version, less what
     # the plan says is missing; an old version is only left running when its
     # replacement is among the missing.
@@ -240,3 +280,80 @@ def test_plans_never_overcommit_or_break_constraints(state: State, algorithm: st
         assert len(new_indexes) == len(set(new_indexes))
         kept = {a.index for a in current if a.id.startswith("e")}
         assert not kept & set(new_indexes)
+
+
+@st.composite
+def busy_clusters(draw) -> State:
+    """Healthy nodes already running allocations that hold host ports, and a job (any
+    type) whose groups ask static and dynamic ports: where ports and one-per-node bite."""
+    node_list = [
+        Node(
+            id=f"n{i}",
+            name=f"node{i}",
+            status=NODE_READY,
+            attributes={"kernel.name": "linux"},
+            resources=NodeResources(cpu=8000, memory=8192, disk=10_000),
+            drivers=["exec"],
+            reserved_ports=draw(st.sampled_from([[], [], [22], [20000]])),
+        )
+        for i in range(draw(st.integers(1, 6)))
+    ]
+    groups = [
+        TaskGroup(
+            name=f"g{g}",
+            count=draw(st.integers(0, 6)),
+            tasks=[Task(name="t", driver="exec", resources=Resources(cpu=200, memory=128))],
+            ephemeral_disk=0,
+            networks=[Network(ports=draw(st.sampled_from([
+                [Port("http")], [Port("http"), Port("admin")], [Port("web", 8080)], [Port("s", 20001), Port("d")],
+            ])))],
+        )
+        for g in range(draw(st.integers(1, 2)))
+    ]
+    job = Job(id="app", type=draw(st.sampled_from(["service", "batch", "system", "sysbatch"])), groups=groups)
+    allocs: list[Allocation] = []
+    for k in range(draw(st.integers(0, 12))):
+        node = draw(st.sampled_from(node_list))
+        mine = draw(st.booleans())
+        group = draw(st.sampled_from(groups)) if mine else None
+        taken = {p.value for a in allocs if a.node_id == node.id for p in a.ports} | set(node.reserved_ports)
+        want = draw(st.sampled_from([[20000], [20001, 20002], [8080], [20000 + k]]))
+        held = [p for p in want if p not in taken]
+        allocs.append(
+            Allocation(
+                id=f"e{k}",
+                name=f"app.{group.name}[0]" if group else f"other.x[{k}]",
+                job_id="app" if mine else "other",
+                task_group=group.name if group else "x",
+                index=0 if job.type in ("system", "sysbatch") else draw(st.integers(0, 6)),
+                node_id=node.id,
+                resources=Resources(cpu=200, memory=128),
+                client_status=draw(st.sampled_from(["running", "pending", "complete", "failed"])),
+                ports=[AllocatedPort("p", v, 0) for v in held],
+            )
+        )
+    nodes_by_id = {n.id: n for n in node_list}
+    if draw(st.booleans()):
+        return IndexedState(job, nodes_by_id, allocs).indexed()
+    return State(job, nodes_by_id, allocs)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(busy_clusters(), st.text("abcdef0123", min_size=1, max_size=6))
+def test_ports_never_collide_and_system_jobs_never_double_up(state: State, eval_seed: str):
+    job = state.job_
+    ids = iter(range(10_000))
+    plan = schedule(state, Evaluation(id=eval_seed, job_id=job.id), now=1.0, new_id=lambda: f"new{next(ids)}")
+    removed = {a.id for group in (plan.node_update, plan.node_preemptions) for v in group.values() for a in v}
+    placed = [a for v in plan.node_allocation.values() for a in v]
+    live = [a for a in state.allocs if not a.terminal() and a.id not in removed] + placed
+    for node_id, node in state.node_map.items():
+        here = [a for a in live if a.node_id == node_id]
+        assert node_fit(node, [], here) is None, (node_id, [(a.id, [p.value for p in a.ports]) for a in here])
+    for a in placed:
+        asked = [p for n in job.group(a.task_group).networks for p in n.ports]
+        assert len(a.ports) == len(asked)
+    if job.type in ("system", "sysbatch"):
+        for group in job.groups:
+            on = [a.node_id for a in live if a.job_id == job.id and a.task_group == group.name]
+            assert len(on) == len(set(on)), group.name

@@ -1,19 +1,22 @@
 """Table tests of the reconciler: (job, allocations, tainted nodes) -> places and stops."""
 
+import copy
 from dataclasses import dataclass, field
 
 import pytest
 
-from shoal.jobs.model import Job
+from shoal.jobs.model import Constraint, Job, Port, RestartPolicy
 from shoal.jobs.structs import NODE_DOWN, Allocation, Node
 from shoal.scheduler.reconcile import (
     ALLOC_GROUP_REMOVED,
     ALLOC_JOB_GONE,
     ALLOC_JOB_STOPPED,
     ALLOC_LOST_DESC,
+    ALLOC_MIGRATING,
     ALLOC_NOT_NEEDED,
     ALLOC_UPDATING,
     reconcile,
+    tasks_updated,
 )
 
 
@@ -26,6 +29,8 @@ class Case:
     place: list[tuple[str, str | None, bool]] = field(default_factory=list)
     # stops as (alloc id, description, client status)
     stop: list[tuple[str, str, str]] = field(default_factory=list)
+    versions: dict[int, Job] = field(default_factory=dict)  # older job versions
+    inplace: list[str] = field(default_factory=list)  # ids updated in place
 
 
 def _cases(kit):
@@ -35,6 +40,15 @@ def _cases(kit):
     stopped = kit.job("app", kit.group("web", count=3), stop=True)
     batch2 = kit.job("b", kit.group("work", count=2), type="batch")
     down = kit.node("n2", status=NODE_DOWN)
+    draining = kit.node("n3", drain=True)
+    # version 1 of web2v1 differs from version 0 only in its restart policy (in place),
+    # version 0 of "cfg" in the task's config (destructive)
+    web2v0_restart = copy.deepcopy(web2v1)
+    web2v0_restart.version = 0
+    web2v0_restart.groups[0].restart = RestartPolicy(attempts=9)
+    web2v0_config = copy.deepcopy(web2v1)
+    web2v0_config.version = 0
+    web2v0_config.groups[0].tasks[0].config = {"image": "old"}
 
     def a(job, group, i, node="n1", **kw):
         return kit.alloc(job, group, i, node, alloc_id=f"{group}{i}@{node}", **kw)
@@ -99,7 +113,7 @@ def _cases(kit):
         "completed service allocation gets a new one": Case(
             web1, [a(web1, "web", 0, client_status="complete")], place=[("app.web[0]", None, False)]
         ),
-        "failed service allocations are not rescheduled yet": Case(
+        "a failed service allocation waits for its reschedule delay": Case(
             web1, [a(web1, "web", 0, client_status="failed")]
         ),
         "allocations already told to stop are ignored": Case(
@@ -109,6 +123,31 @@ def _cases(kit):
             web1,
             [a(web1, "web", 0), a(web1, "old", 0)],
             stop=[("old0@n1", ALLOC_GROUP_REMOVED, "running")],
+        ),
+        "migrate off a draining node": Case(
+            web3,
+            [a(web3, "web", 0), a(web3, "web", 1, node="n3"), a(web3, "web", 2, node="n3")],
+            tainted={"n3": draining},
+            stop=[("web1@n3", ALLOC_MIGRATING, "running"), ("web2@n3", ALLOC_MIGRATING, "running")],
+            place=[("app.web[1]", "web1@n3", False), ("app.web[2]", "web2@n3", False)],
+        ),
+        "a completed batch allocation on a draining node stays": Case(
+            batch2,
+            [a(batch2, "work", 0, node="n3", client_status="complete"), a(batch2, "work", 1)],
+            tainted={"n3": draining},
+        ),
+        "an update of non-task fields is done in place": Case(
+            web2v1,
+            [a(web2v1, "web", 0, version=0), a(web2v1, "web", 1, version=1)],
+            versions={0: web2v0_restart},
+            inplace=["web0@n1"],
+        ),
+        "an update of the task's config is destructive": Case(
+            web2v1,
+            [a(web2v1, "web", 0, version=0), a(web2v1, "web", 1, version=1)],
+            versions={0: web2v0_config},
+            stop=[("web0@n1", ALLOC_UPDATING, "running")],
+            place=[("app.web[0]", "web0@n1", True)],
         ),
     }
 
@@ -127,22 +166,27 @@ CASE_NAMES = [
     "completed batch allocations are not replaced",
     "completed batch allocation on a down node is not lost",
     "completed service allocation gets a new one",
-    "failed service allocations are not rescheduled yet",
+    "a failed service allocation waits for its reschedule delay",
     "allocations already told to stop are ignored",
     "a removed group is stopped",
+    "migrate off a draining node",
+    "a completed batch allocation on a draining node stays",
+    "an update of non-task fields is done in place",
+    "an update of the task's config is destructive",
 ]
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)
 def test_reconcile(kit, name):
     case = _cases(kit)[name]
-    result = reconcile(case.job, case.allocs, case.tainted)
+    result = reconcile(case.job, case.allocs, case.tainted, job_versions=case.versions)
     got_place = sorted(
         (p.name, p.previous.id if p.previous else None, p.stop_previous) for p in result.place
     )
     got_stop = sorted((s.alloc.id, s.description, s.client_status) for s in result.stop)
     assert got_place == sorted(case.place)
     assert got_stop == sorted(case.stop)
+    assert sorted(a.id for a in result.inplace) == sorted(case.inplace)
 
 
 def test_case_table_is_complete(kit):
@@ -202,3 +246,34 @@ def test_replacements_of_a_duplicated_name_get_fresh_names(kit):
         ("app.web[1]", "lost1"),
         ("app.web[2]", "lost0"),
     ]
+
+
+def _two_versions(kit):
+    old = kit.job("app", kit.group("web", ports=[Port("http")]), version=0)
+    old.meta = {"team": "a"}
+    old.groups[0].tasks[0].config = {"image": "x"}
+    return old, copy.deepcopy(old)
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        (lambda j: setattr(j.groups[0], "count", 9), None),
+        (lambda j: setattr(j.groups[0], "restart", RestartPolicy(attempts=7)), None),
+        (lambda j: setattr(j, "priority", 80), None),
+        (lambda j: setattr(j.groups[0].tasks[0], "kill_timeout", 30.0), None),
+        (lambda j: j.groups[0].constraints.append(Constraint("${attr.kernel.name}", "=", "linux")), None),
+        (lambda j: setattr(j.groups[0].tasks[0], "driver", "docker"), "task main driver"),
+        (lambda j: j.groups[0].tasks[0].config.update(image="y"), "task main config"),
+        (lambda j: j.groups[0].tasks[0].env.update(A="1"), "task main env"),
+        (lambda j: j.meta.update(team="b"), "task main meta"),  # meta reaches the task: destructive, as Nomad
+        (lambda j: setattr(j.groups[0].tasks[0].resources, "memory", 999), "task main resources"),
+        (lambda j: j.groups[0].networks[0].ports.append(Port("admin")), "network"),
+        (lambda j: setattr(j.groups[0], "ephemeral_disk", 1), "ephemeral disk"),
+        (lambda j: j.groups[0].tasks.append(copy.deepcopy(j.groups[0].tasks[0])), "number of tasks"),
+    ],
+)
+def test_tasks_updated(kit, change, why):
+    old, new = _two_versions(kit)
+    change(new)
+    assert tasks_updated(old, new, "web") == why

@@ -1,6 +1,6 @@
 from shoal.jobs.model import Resources
 from shoal.scheduler.rank import RankedNode
-from shoal.scheduler.select import LimitSelector, NodeRing, placement_limit, shuffle_nodes
+from shoal.scheduler.select import CandidateWalk, LimitSelector, NodeRing, placement_limit
 from shoal.scheduler.usage import NodeTally
 
 
@@ -8,14 +8,18 @@ def ranked(kit, *scores):
     return [RankedNode(kit.node(f"n{i}"), s, NodeTally(1, 1, 1)) for i, s in enumerate(scores)]
 
 
-def test_shuffle_is_reproducible_per_seed_and_independent_of_input_order(kit):
+def test_seeded_ring_is_a_reproducible_lazy_shuffle(kit):
     nodes = [kit.node(f"n{i:03d}") for i in range(50)]
-    a = [n.id for n in shuffle_nodes(nodes, "eval-1")]
-    b = [n.id for n in shuffle_nodes(list(reversed(nodes)), "eval-1")]
-    c = [n.id for n in shuffle_nodes(nodes, "eval-2")]
-    assert a == b
-    assert a != c
-    assert sorted(a) == sorted(n.id for n in nodes)
+
+    def order(seed, take=50):
+        walk = NodeRing(nodes, seed).walk()
+        return [next(walk).id for _ in range(take)]
+
+    assert order("eval-1") == order("eval-1")
+    assert order("eval-1") != order("eval-2")
+    assert sorted(order("eval-1")) == sorted(n.id for n in nodes)
+    assert order("eval-1", 5) == order("eval-1")[:5]  # drawn as the walk goes
+    assert [n.id for n in nodes] == [f"n{i:03d}" for i in range(50)]  # the caller's list is left alone
 
 
 def test_placement_limit():
@@ -68,3 +72,19 @@ def test_limit_selector_falls_back_to_skipped_nodes(kit):
     best = LimitSelector(limit=2).select(iter(ranked(kit, -0.5, -0.1)))
     assert best is not None and best.node.id == "n1"
     assert LimitSelector(limit=2).select(iter([])) is None
+
+
+def test_candidate_walk_resumes_past_passed_nodes(kit):
+    nodes = {x: kit.node(x) for x in "abcde"}
+    walk = CandidateWalk(iter("abcde"), nodes.get)
+    first = walk.walk()
+    assert [next(first).id, next(first).id] == ["a", "b"]
+    walk.passed.update({"a", "b"})
+    assert [n.id for n in walk.walk()] == ["c", "d", "e"]
+    assert walk.start == 2
+    walk.passed.add("d")
+    assert [n.id for n in walk.walk()] == ["c", "e"]
+    walk.reopen("a")
+    assert walk.start == 0 and [n.id for n in walk.walk()] == ["a", "c", "e"]
+    unknown = CandidateWalk(iter(["x", "a"]), nodes.get)  # ids the state no longer has are skipped
+    assert [n.id for n in unknown.walk()] == ["a"]

@@ -1,0 +1,154 @@
+"""Host ports: the group's asks, the per-node check and assignment, and placements."""
+
+import pytest
+
+from shoal.jobs.model import Port
+from shoal.jobs.structs import AllocatedPort
+from shoal.scheduler import schedule
+from shoal.scheduler.ports import PORT_COLLISION, PORTS_EXHAUSTED, PortAsk, assign_ports, port_exhausted
+from shoal.scheduler.usage import DYNAMIC_PORTS, MAX_DYNAMIC_PORT, MIN_DYNAMIC_PORT, NodeTally, node_fit
+
+
+def placed(plan):
+    return [a for allocs in plan.node_allocation.values() for a in allocs]
+
+
+def tally(**kw) -> NodeTally:
+    return NodeTally(10_000, 10_000, 10_000, **kw)
+
+
+def test_port_ask_of_a_group(kit):
+    g = kit.group(ports=[Port("http", 0, 8080), Port("admin", 9000, 0), Port("metrics")])
+    ask = PortAsk.for_group(g)
+    assert ask is not None
+    assert ask.static == (("admin", 9000, 0),)
+    assert ask.dynamic == (("http", 8080), ("metrics", 0))
+    assert ask.static_values == frozenset({9000}) and ask.static_in_range == 0
+    assert PortAsk.for_group(kit.group()) is None
+    assert PortAsk.for_group(kit.group(ports=[Port("x", 25000)])).static_in_range == 1
+
+
+@pytest.mark.parametrize(
+    ("taken", "ports", "expected"),
+    [
+        (set(), [Port("a", 80)], None),
+        ({80}, [Port("a", 80)], PORT_COLLISION),
+        ({81}, [Port("a", 80)], None),
+        (set(), [Port("a", 80), Port("b", 80)], PORT_COLLISION),  # one static port asked twice
+        (set(range(MIN_DYNAMIC_PORT, MAX_DYNAMIC_PORT)), [Port("a")], None),  # one dynamic port left
+        (set(range(MIN_DYNAMIC_PORT, MAX_DYNAMIC_PORT)), [Port("a"), Port("b")], PORTS_EXHAUSTED),
+        # a static port in the dynamic range takes the last free one
+        (set(range(MIN_DYNAMIC_PORT, MAX_DYNAMIC_PORT)), [Port("a"), Port("s", MAX_DYNAMIC_PORT)], PORTS_EXHAUSTED),
+    ],
+)
+def test_port_exhausted(kit, taken, ports, expected):
+    t = tally()
+    t.take_ports(taken)
+    assert port_exhausted(t, PortAsk.for_group(kit.group(ports=ports))) == expected
+
+
+def test_assign_ports_skips_taken_and_advances(kit):
+    t = tally()
+    t.take_ports([MIN_DYNAMIC_PORT, MIN_DYNAMIC_PORT + 2, 8080])
+    ask = PortAsk.for_group(kit.group(ports=[Port("web", 8080 + 1, 80), Port("a"), Port("b", 0, 9090)]))
+    got = assign_ports(t, ask)
+    assert got == [
+        AllocatedPort("web", 8081, 80),
+        AllocatedPort("a", MIN_DYNAMIC_PORT + 1, 0),
+        AllocatedPort("b", MIN_DYNAMIC_PORT + 3, 9090),
+    ]
+    assert {8081, MIN_DYNAMIC_PORT + 1, MIN_DYNAMIC_PORT + 3} <= t.ports
+    assert t.dynamic_used == 4
+    # the next search starts after the last port handed out, not at the lowest free one
+    t.free_ports([MIN_DYNAMIC_PORT + 1])
+    again = assign_ports(t, PortAsk.for_group(kit.group(ports=[Port("c")])))
+    assert again == [AllocatedPort("c", MIN_DYNAMIC_PORT + 4, 0)]
+
+
+def test_assign_ports_wraps_around_the_range(kit):
+    t = tally()
+    t.next_dynamic = MAX_DYNAMIC_PORT
+    t.take_ports([MAX_DYNAMIC_PORT])
+    got = assign_ports(t, PortAsk.for_group(kit.group(ports=[Port("a")])))
+    assert got == [AllocatedPort("a", MIN_DYNAMIC_PORT, 0)]
+
+
+def test_assign_takes_every_last_dynamic_port(kit):
+    t = tally()
+    t.take_ports(range(MIN_DYNAMIC_PORT, MAX_DYNAMIC_PORT - 1))
+    ask = PortAsk.for_group(kit.group(ports=[Port("a"), Port("b")]))
+    assert port_exhausted(t, ask) is None
+    assert sorted(p.value for p in assign_ports(t, ask)) == [MAX_DYNAMIC_PORT - 1, MAX_DYNAMIC_PORT]
+    assert t.dynamic_used == DYNAMIC_PORTS
+
+
+def test_node_tally_counts_reserved_ports(kit):
+    node = kit.node("n1")
+    node.reserved_ports = [22, 20001]
+    t = NodeTally.for_node(node)
+    assert t.ports == {22, 20001} and t.dynamic_used == 1
+
+
+def test_static_port_places_one_allocation_per_node(kit):
+    job = kit.job("app", kit.group("web", count=3, ports=[Port("http", 8080)]))
+    state = kit.state([kit.node(f"n{i}") for i in range(3)], [job])
+    plan = schedule(state, kit.evaluation(job), now=0.0)
+    allocs = placed(plan)
+    assert len({a.node_id for a in allocs}) == 3
+    assert all(a.ports == [AllocatedPort("http", 8080, 0)] for a in allocs)
+
+
+def test_static_port_collision_is_a_placement_failure(kit):
+    job = kit.job("app", kit.group("web", count=3, ports=[Port("http", 8080)]))
+    state = kit.state([kit.node("n1"), kit.node("n2")], [job])
+    plan = schedule(state, kit.evaluation(job), now=0.0)
+    assert len(placed(plan)) == 2
+    failure = plan.failed_tg_allocs["web"]
+    assert failure.missing == 1
+    assert failure.dimension_exhausted == {PORT_COLLISION: 2}
+    assert f"  Resources exhausted on 2 node(s): {PORT_COLLISION}" in failure.explain()
+
+
+def test_existing_allocations_hold_their_ports(kit, ):
+    other = kit.job("other", kit.group("db"))
+    holder = kit.alloc(other, "db", 0, "n1")
+    holder.ports = [AllocatedPort("db", 8080, 0), AllocatedPort("x", MIN_DYNAMIC_PORT, 0)]
+    job = kit.job("app", kit.group("web", count=2, ports=[Port("http")]))
+    for indexed in (False, True):
+        state = kit.state([kit.node("n1")], [job, other], [holder], indexed=indexed)
+        allocs = placed(schedule(state, kit.evaluation(job), now=0.0))
+        values = sorted(p.value for a in allocs for p in a.ports)
+        assert values == [MIN_DYNAMIC_PORT + 1, MIN_DYNAMIC_PORT + 2], indexed
+        blocked = kit.job("blocked", kit.group("web", ports=[Port("http", 8080)]))
+        state = kit.state([kit.node("n1")], [blocked, other], [holder], indexed=indexed)
+        plan = schedule(state, kit.evaluation(blocked), now=0.0)
+        assert plan.failed_tg_allocs["web"].dimension_exhausted == {PORT_COLLISION: 1}
+
+
+def test_ports_of_a_stopped_allocation_are_free_again(kit):
+    job = kit.job("app", kit.group("web", count=1, ports=[Port("http", 8080)]), version=1)
+    old = kit.alloc(job, "web", 0, "n1", version=0)
+    old.ports = [AllocatedPort("http", 8080, 0)]
+    job0 = kit.job("app", kit.group("web", count=1, ports=[Port("http", 8081)]), version=0)  # ports changed: destructive
+    state = kit.state([kit.node("n1")], [job], [old], versions=[job0])
+    plan = schedule(state, kit.evaluation(job), now=0.0)
+    (new,) = placed(plan)
+    assert new.node_id == "n1" and new.ports == [AllocatedPort("http", 8080, 0)]
+    assert [a.id for a in plan.node_update["n1"]] == [old.id]
+
+
+def test_node_fit_checks_ports(kit):
+    node = kit.node("n1")
+    job = kit.job("app", kit.group("web"))
+    a = kit.alloc(job, "web", 0, "n1", alloc_id="a")
+    a.ports = [AllocatedPort("http", 8080, 0)]
+    b = kit.alloc(job, "web", 1, "n1", alloc_id="b")
+    b.ports = [AllocatedPort("http", 8080, 0)]
+    assert node_fit(node, [a], [b]) == PORT_COLLISION
+    assert node_fit(node, [a], [b], removed={"a"}) is None
+    assert node_fit(node, [], [a, b]) == PORT_COLLISION
+    node.reserved_ports = [8080]
+    assert node_fit(node, [], [a]) == PORT_COLLISION
+    c = kit.alloc(job, "web", 2, "n1", alloc_id="c")
+    c.ports = [AllocatedPort("bad", 70000, 0)]
+    assert node_fit(kit.node("n2"), [], [c]) == PORT_COLLISION
