@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
-from pathlib import Path
 from typing import Any
 
 import structlog

@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import time
 import uuid
@@ -40,6 +39,7 @@ import structlog
 
 from shoal import codec
 from shoal.agent import logs as logfiles
+from shoal.agent import spawn
 from shoal.agent.checks import PASSING, CheckRunner, CheckTarget
 from shoal.agent.drivers.base import Driver, DriverError, ExitResult, TaskHandle, TaskSpec
 from shoal.agent.taskrunner import TaskRunner, log_paths, task_env
@@ -60,6 +60,7 @@ log = structlog.get_logger("shoal.agent.alloc")
 STATE_FILE = "state.msgpack"
 STATE_VERSION = 1
 POSTSTOP_TIMEOUT = 300.0
+SAVE_DELAY = 0.2  # seconds: state changes within this window are written once
 
 
 class MissingDriver:
@@ -149,7 +150,7 @@ class AllocRunner:
 
     def start(self) -> None:
         (self.dir / "alloc" / "logs").mkdir(parents=True, exist_ok=True)
-        self._save()
+        self._schedule_save()
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"alloc-{self.alloc.id[:8]}")
 
     # --- lifecycle ---
@@ -282,22 +283,9 @@ class AllocRunner:
         if handle is None:
             raise DriverError("the task is not running")
         cmd, cwd, env = exec_command(tr, handle, argv, tty=False)
-        proc = await asyncio.create_subprocess_exec(*cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                                    start_new_session=True)
-        try:
-            out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-            return proc.returncode, out.decode("utf-8", "replace")
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)  # runc exec forwards it to the command
-            try:
-                await asyncio.wait_for(proc.wait(), 2.0)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
-            return None, ""
+        res = await spawn.run(cmd, cwd=cwd, env=env, stderr=subprocess.STDOUT, start_new_session=True,
+                              timeout=timeout)
+        return res.returncode, res.stdout.decode("utf-8", "replace")
 
     # --- reporting and persistence ---
     def _changed(self) -> None:
@@ -324,11 +312,13 @@ class AllocRunner:
         self._schedule_save()
 
     def _schedule_save(self) -> None:
+        """Coalesce the changes of the next ``SAVE_DELAY`` seconds into one write. A task started in that
+        window is still found after a crash: its container record and runc know it (``probe_handle``)."""
         if self._save_pending:
             return
         self._save_pending = True
         try:
-            asyncio.get_running_loop().call_soon(self._save)
+            asyncio.get_running_loop().call_later(SAVE_DELAY, self._save)
         except RuntimeError:
             self._save()
 

@@ -27,7 +27,6 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from shoal.agent.images import (
     INDEX_TYPES,

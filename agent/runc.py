@@ -7,7 +7,6 @@ containers are created, killed and deleted in parallel. Failures raise
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import subprocess
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shoal.agent import spawn
 from shoal.agent.drivers.base import DriverError
 
 DEFAULT_ROOT = "/run/runc"
@@ -86,16 +86,12 @@ class Runc:
 
     async def _run(self, *args: str, what: str) -> bytes:
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *self._base(), *args,
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            )
+            res = await spawn.run([*self._base(), *args])
         except FileNotFoundError:
             raise DriverError(f"{what}: the runc binary ({self.binary}) is not installed") from None
-        out, err = await proc.communicate()
-        if proc.returncode != 0:
-            raise DriverError(f"{what}: runc failed: {_error_text(err)}", recoverable=True)
-        return out
+        if res.returncode != 0:
+            raise DriverError(f"{what}: runc failed: {_error_text(res.stderr)}", recoverable=True)
+        return res.stdout
 
     def version_sync(self) -> str | None:
         """``runc --version``'s version number, or None if runc cannot run (for fingerprinting)."""
@@ -130,14 +126,13 @@ class Runc:
         if log_file is not None:
             base += ["--log", str(log_file), "--log-format", "json"]
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *base, "run", "--detach", "--pid-file", str(pid_file), "--bundle", str(bundle), container_id,
-                stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+            res = await spawn.run(
+                [*base, "run", "--detach", "--pid-file", str(pid_file), "--bundle", str(bundle), container_id],
+                stdout=stdout, stderr=stderr,
             )
         except FileNotFoundError:
             raise DriverError(f"cannot start container {container_id}: the runc binary ({self.binary}) is not installed") from None
-        await proc.wait()
-        if proc.returncode != 0:
+        if res.returncode != 0:
             raise DriverError(
                 f"cannot start container {container_id}: {_error_text(b'', log_file)}",
                 recoverable=False,
@@ -150,15 +145,12 @@ class Runc:
     async def state(self, container_id: str) -> ContainerState | None:
         """The container's state, or None if runc does not know it."""
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *self._base(), "state", container_id,
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            )
+            res = await spawn.run([*self._base(), "state", container_id])
         except FileNotFoundError:
             raise DriverError(f"runc state {container_id}: the runc binary ({self.binary}) is not installed") from None
-        out, err = await proc.communicate()
-        if proc.returncode != 0:
-            text = _error_text(err)
+        out = res.stdout
+        if res.returncode != 0:
+            text = _error_text(res.stderr)
             if "does not exist" in text or "not exist" in text:
                 return None
             raise DriverError(f"runc state {container_id} failed: {text}", recoverable=True)

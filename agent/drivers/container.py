@@ -387,7 +387,6 @@ class ContainerDriver:
             raise
         state["pid_start_time"] = procwait.process_start_time(pid)
         handle = TaskHandle(driver=self.name, id=cid, pid=pid, started_at=time.time(), state=state)
-        self._write_record(cid, state)
         self._watch(handle)
         return handle
 

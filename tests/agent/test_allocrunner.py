@@ -130,9 +130,10 @@ def test_reattach_after_an_agent_restart(tmp_path: Path, subreaper) -> None:
         first.start()
         await _until(lambda: first.tasks[0].running, what="the task to run")
         pid = first.tasks[0].handle.pid
-        await asyncio.sleep(0.05)  # the state file is written on the next loop turn
+        await _until(lambda: ((load_state(first.dir) or {}).get("tasks") or {}).get("t", {}).get("handle"),
+                     what="the state file to hold the handle")  # written shortly after the change
         state = load_state(first.dir)
-        assert state is not None and state["tasks"]["t"]["handle"]["pid"] == pid
+        assert state["tasks"]["t"]["handle"]["pid"] == pid
         # A new agent process would have a new driver and runner, and only the state file.
         first.tasks[0].handle = None  # the old agent process is gone: it neither stops nor destroys the task
         first._task.cancel()
