@@ -9,6 +9,7 @@ import socket
 from pathlib import Path
 
 from shoal import __version__
+from shoal.agent import cgroups
 from shoal.jobs.structs import NodeResources
 
 
@@ -23,6 +24,16 @@ def cpu_info() -> tuple[int, int]:
     except (OSError, ValueError):
         pass
     return cores, int(mhz) or 1000
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
 
 
 def memory_mb() -> int:
@@ -48,9 +59,12 @@ def os_release() -> dict[str, str]:
 
 
 def fingerprint(data_dir: Path, driver_attrs: dict[str, str]) -> tuple[NodeResources, dict[str, str]]:
+    """(total resources, attributes). What is reserved for the host is the agent's configuration; it goes in
+    ``Node.reserved`` and the scheduler subtracts it."""
     cores, mhz = cpu_info()
     mem = memory_mb()
-    disk_free = shutil.disk_usage(data_dir).free // (1024 * 1024)
+    usage = shutil.disk_usage(data_dir)
+    disk_free = usage.free // (1024 * 1024)
     rel = os_release()
     uname = platform.uname()
     attrs = {
@@ -65,6 +79,12 @@ def fingerprint(data_dir: Path, driver_attrs: dict[str, str]) -> tuple[NodeResou
         "memory.totalbytes": str(mem * 1024 * 1024),
         "unique.hostname": socket.gethostname(),
         "unique.storage.bytesfree": str(disk_free * 1024 * 1024),
+        "unique.storage.bytestotal": str(usage.total),
+        "unique.storage.volume": str(data_dir),
+        "kernel.arch": uname.machine,
+        "cpu.modelname": cpu_model(),
+        "cgroup.version": str(cgroups.cgroup_version()),
+        "driver.runc": "1" if shutil.which("runc") else "0",
         "shoal.version": __version__,
         **driver_attrs,
     }
