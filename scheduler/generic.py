@@ -272,12 +272,12 @@ class GenericScheduler:
         if node is None:
             return False
         usage = run.usage
-        usage._count(alloc, -1)  # the allocation does not collide with itself
+        usage.count(alloc, -1)  # the allocation does not collide with itself
         props = _properties_of(placer, alloc)
         for prop in props:
             prop.remove(node)
         ok = placer.ranker.feasibility.group_reason(node) is None
-        usage._count(alloc, 1)
+        usage.count(alloc, 1)
         for prop in props:
             prop.add(node)
         if ok:

@@ -206,9 +206,9 @@ class _SystemRun:
                 continue
             old = self.versions.get(a.job_version)
             inplace = old is not None and tasks_updated(old, job, group_name) is None
-            self.usage._count(a, -1)
+            self.usage.count(a, -1)
             feasible = g.ranker.feasibility.group_reason(node) is None
-            self.usage._count(a, 1)
+            self.usage.count(a, 1)
             if inplace and feasible:
                 g.desired.in_place_update += 1
                 plan.append_inplace(replace(a, job_version=job.version, eval_id=self.evaluation.id, modify_time=self.now))

@@ -283,7 +283,7 @@ class PlanUsage:
         self.group_counts: dict[tuple[str, str], int] = {}  # (node id, group) -> the job's live allocations
         for a in job_allocs:
             if live(a):
-                self._count(a, 1)
+                self.count(a, 1)
 
     # -- tallies --
 
@@ -319,7 +319,8 @@ class PlanUsage:
 
     # -- the plan --
 
-    def _count(self, a: Allocation, delta: int) -> None:
+    def count(self, a: Allocation, delta: int) -> None:
+        """Add ``delta`` to the job's allocation counts of ``a``'s node (and group)."""
         n = a.node_id
         self._job_counts[n] = self._job_counts.get(n, 0) + delta
         key = (n, a.task_group)
@@ -339,7 +340,7 @@ class PlanUsage:
         else:
             self._pending.setdefault(alloc.node_id, []).append(alloc)
         if counted:
-            self._count(alloc, -1)
+            self.count(alloc, -1)
 
     def unstop(self, alloc: Allocation, *, counted: bool = True) -> None:
         """Undo :meth:`stop` (the replacement of a destructive update did not fit)."""
@@ -356,11 +357,11 @@ class PlanUsage:
             if alloc in pending:
                 pending.remove(alloc)
         if counted:
-            self._count(alloc, 1)
+            self.count(alloc, 1)
 
     def place(self, node: Node, alloc: Allocation) -> None:
         self.tally(node).add_alloc(alloc)
-        self._count(alloc, 1)
+        self.count(alloc, 1)
 
     def stopped(self, alloc_id: str) -> bool:
         return alloc_id in self._stopped
