@@ -226,6 +226,8 @@ class Agent:
                     claimed.add(str(t["handle"].get("id")))
             self.runners[alloc.id] = runner
             runner.start()
+            if runner._task is not None:
+                runner._task.add_done_callback(lambda _t: self._want_gc())
             log.info("allocation restored", alloc_id=alloc.id, name=alloc.name)
         leftovers = []
         for drv in {id(d): d for d in self.drivers.values()}.values():

@@ -31,7 +31,8 @@ job "%(name)s" {
       mode     = "fail"
     }
     task "t" {
-      driver = "docker"
+      driver       = "docker"
+      kill_timeout = "200ms" # sleep is pid 1: it ignores SIGTERM
       config {
         image   = "%(image)s"
         command = "/bin/sh"
