@@ -76,7 +76,8 @@ class DevAgent:
         self.log = open(self.root / "agent.log", "wb")
         self.proc = subprocess.Popen(
             [SHOAL, "agent", "--dev", "--bind", self.address, "--raft-bind", f"127.0.0.1:{self.raft_port}",
-             "--data-dir", str(self.data_dir), "--image-dir", str(self.image_dir), "--log-json", *extra],
+             "--data-dir", str(self.data_dir), "--image-dir", str(self.image_dir), "--log-json",
+             "--default-registry", "", *extra],  # tests never pull from the internet (only loopback registries)
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         wait_for(self._ready, 30, "the dev agent's node to be ready")
