@@ -98,7 +98,8 @@ class RestartableDevAgent(DevAgent):
         self.log = open(self.root / "agent.log", "ab")
         self.proc = subprocess.Popen(
             [SHOAL, "agent", "--dev", "--bind", self.address, "--raft-bind", f"127.0.0.1:{self.raft_port}",
-             "--data-dir", str(self.data_dir), "--image-dir", str(self.image_dir), "--log-json", *extra],
+             "--data-dir", str(self.data_dir), "--image-dir", str(self.image_dir), "--log-json",
+             "--default-registry", "", *extra],
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         wait_for(self._ready, 30, "the dev agent's node to be ready")
@@ -170,7 +171,7 @@ def test_allocation_stopped_while_the_client_was_away(tmp_path: Path, image_dir:
         return Result(p.returncode, p.stdout, p.stderr)
 
     client_args = ("--client", "--data-dir", str(tmp_path / "client"), "--servers", addr,
-                   "--image-dir", str(image_dir), "--node-name", "c1")
+                   "--image-dir", str(image_dir), "--node-name", "c1", "--default-registry", "")
     server = client = None
     try:
         server = _spawn(tmp_path, "server", "--server", "--data-dir", str(tmp_path / "server"), "--bind", addr,
