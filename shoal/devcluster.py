@@ -320,6 +320,7 @@ class DevCluster:
         raw_exec: bool = True,
         log_level: str = "info",
         server_clients: bool = False,
+        env: dict[str, str] | None = None,
     ):
         if servers < 1:
             raise ValueError("a cluster needs at least one server")
@@ -333,6 +334,7 @@ class DevCluster:
         self.raw_exec = raw_exec
         self.log_level = log_level
         self.server_clients = server_clients
+        self.env = dict(env or {})  # extra environment for every shoal process (experiments, debugging)
         self.hosts: dict[str, Host] = {}
         self.index: int | None = None
         self.bridge = ""
@@ -550,7 +552,7 @@ class DevCluster:
         try:
             log.write(f"=== {time.strftime('%H:%M:%S')} start {role}\n".encode())
             log.flush()
-            env = {**os.environ, "TMPDIR": str(h.run_dir), "PYTHONFAULTHANDLER": "1"}
+            env = {**os.environ, "TMPDIR": str(h.run_dir), "PYTHONFAULTHANDLER": "1", **self.env}
             env.pop("SHOAL_ADDR", None)
             h.procs[role] = subprocess.Popen(
                 [*_nsenter(h.netns), *shoal_command(), "agent", *args, "--log-level", self.log_level, "--log-json"],
