@@ -102,9 +102,8 @@ class Agent:
             await asyncio.gather(*(r.stop("agent shutting down") for r in self.runners.values()), return_exceptions=True)
         else:
             # The tasks keep running; a restarted agent re-attaches to them from the state files.
-            for r in self.runners.values():
-                r._save()
-        await self.rpc.stop()
+            await asyncio.gather(*(r.detach() for r in self.runners.values()), return_exceptions=True)
+        await self.rpc.stop(grace=0.2)
         for c in self._clients.values():
             await c.close()
 

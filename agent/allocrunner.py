@@ -139,6 +139,7 @@ class AllocRunner:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._stopping = False
+        self._detached = False
         self._last_status = ""
         self._save_pending = False
         self.restored = restored is not None
@@ -289,6 +290,8 @@ class AllocRunner:
 
     # --- reporting and persistence ---
     def _changed(self) -> None:
+        if self._detached:
+            return
         states = [tr.state for tr in self.tasks]
         if any(s.state == TASK_DEAD and s.failed for s in states):
             status, desc = ALLOC_FAILED, "Failed tasks"
@@ -333,7 +336,7 @@ class AllocRunner:
 
     def _save(self) -> None:
         self._save_pending = False
-        if not self.dir.is_dir():
+        if self._detached or not self.dir.is_dir():
             return
         tmp = self.dir / f".{STATE_FILE}.{uuid.uuid4().hex[:8]}"
         try:
@@ -380,6 +383,18 @@ class AllocRunner:
     async def wait(self) -> None:
         if self._task is not None:
             await asyncio.shield(self._task)
+
+    async def detach(self) -> None:
+        """The agent is exiting and leaves the tasks running: write the state file, then let go."""
+        self._save()
+        self._detached = True
+        for tr in self.tasks:
+            tr.detach()
+        await self._stop_checks()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
     def destroy_dir(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

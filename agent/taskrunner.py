@@ -92,6 +92,7 @@ class TaskRunner:
                                        batch=job.type in ("batch", "sysbatch") or is_ephemeral(task))
         self._restored_handle: TaskHandle | None = None
         self.recovered = False
+        self._detached = False  # the agent is exiting and leaves the task running
         if restored:
             self.state = codec.from_plain(TaskState, restored.get("state") or {})
             if restored.get("handle"):
@@ -189,12 +190,17 @@ class TaskRunner:
                 if not await self._after_exit(success=result.successful()):
                     return
         except asyncio.CancelledError:
-            await self._destroy()
+            if not self._detached:
+                await self._destroy()
             raise
         finally:
-            if self.state.state != TASK_DEAD:
+            if self.state.state != TASK_DEAD and not self._detached:
                 self._finish(failed=False)
             self.started.set()
+
+    def detach(self) -> None:
+        """The agent is exiting: when the run is cancelled, leave the task running for the next agent."""
+        self._detached = True
 
     async def _resume(self) -> bool:
         """Re-attach to the task an earlier agent process started. True if it is still running."""

@@ -520,7 +520,9 @@ class ContainerDriver:
             handle.state["pid_start_time"] = procwait.process_start_time(state.pid)
             handle.started_at = handle.started_at or time.time()
         if state.pid != handle.pid:
-            return False
+            # The container with this task's id is the task: restarted after the handle was saved. Adopt it.
+            handle.pid = state.pid
+            handle.state["pid_start_time"] = procwait.process_start_time(state.pid)
         start_time = handle.state.get("pid_start_time")
         if start_time is not None and procwait.process_start_time(handle.pid) != start_time:
             return False

@@ -197,9 +197,11 @@ def test_recover_reattaches(container_driver: ContainerDriver, shared_store: Ima
         fresh = ContainerDriver(shared_store, state_dir=tmp_path / "container-state")
         assert await fresh.recover(saved)
         assert [h.id for h in fresh.leftover_handles()] == [handle.id]
-        wrong_pid = TaskHandle(driver=saved.driver, id=saved.id, pid=saved.pid + 1, started_at=saved.started_at,
-                               state=saved.state)
-        assert not await fresh.recover(wrong_pid)
+        # A handle saved before the task was restarted (an older pid): the container with the task's id is adopted.
+        older = TaskHandle(driver=saved.driver, id=saved.id, pid=saved.pid + 1, started_at=saved.started_at,
+                           state=dict(saved.state, pid_start_time=1))
+        assert await fresh.recover(older) and older.pid == saved.pid
+        assert older.state["pid_start_time"] == saved.state["pid_start_time"]
         await fresh.stop(saved, "SIGKILL", 1)
         result = await fresh.wait(saved)
         assert not await fresh.recover(saved)  # stopped: nothing to re-attach to
