@@ -44,7 +44,7 @@ class RaftConfig:
     data_dir: Path
     password: str = "shoal-dev"
     min_timeout: float = 1.0
-    max_timeout: float = 2.5
+    max_timeout: float = 1.5
     leader_fallback_timeout: float = 2.0
     compaction_min_entries: int = 20000
     compaction_min_time: float = 60.0
@@ -144,7 +144,10 @@ class RaftNode:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
         try:
-            result, err = await asyncio.wait_for(asyncio.shield(fut), timeout)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # arrives as the commit lands, and a cancelled worker must stop (leader step-down).
+            async with asyncio.timeout(timeout):
+                result, err = await asyncio.shield(fut)
         except TimeoutError:
             raise NoLeader(f"no cluster leader: the write was not committed within {timeout:g}s") from None
         if err != FAIL_REASON.SUCCESS:

@@ -94,14 +94,11 @@ class LeaderDuties:
         if self._unsubscribe:
             self._unsubscribe()
             self._unsubscribe = None
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
-        self._tasks.clear()
+        while self._tasks:  # cancel until every task has really finished
+            for t in self._tasks:
+                t.cancel()
+            done, _ = await asyncio.wait(list(self._tasks), timeout=1.0)
+            self._tasks = [t for t in self._tasks if t not in done]
         for h in self._timers.values():
             h.cancel()
         self._timers.clear()

@@ -30,7 +30,7 @@ class ServerConfig:
     workers: int = 2
     heartbeat_ttl: float = 5.0
     raft_min_timeout: float = 1.0
-    raft_max_timeout: float = 2.5
+    raft_max_timeout: float = 1.5
 
 
 @dataclass(slots=True)

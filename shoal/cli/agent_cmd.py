@@ -98,7 +98,7 @@ async def run_agent(args: argparse.Namespace) -> int:
                     name=args.node_name,
                     bootstrap_expect=args.bootstrap_expect,
                     raft_min_timeout=0.4 if args.dev else 1.0,
-                    raft_max_timeout=0.8 if args.dev else 2.5,
+                    raft_max_timeout=0.8 if args.dev else 1.5,
                 )
             )
             await server.start()

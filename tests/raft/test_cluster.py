@@ -131,7 +131,7 @@ def test_without_quorum_writes_fail_fast_then_resume(cluster):
     assert "no cluster leader" in r.err
     assert took <= 10.0
     other.start()
-    cluster.wait_leader()
+    cluster.wait_leader(timeout=60)
     r = wait_for(lambda: (lambda r: r if r.code == 0 else None)(survivor.cli("job", "run", "--detach", str(EXAMPLE))),
                  30, "the write to succeed once quorum is back")
     assert "Evaluation ID" in r.out
