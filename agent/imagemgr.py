@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import structlog
 
@@ -45,7 +45,8 @@ class ImageManager:
             return False
         return is_qualified(ref) or bool(self.registry.default_registry)
 
-    async def get(self, ref: str, *, auth: Credentials | None = None, force_pull: bool = False) -> Image:
+    async def get(self, ref: str, *, auth: Credentials | None = None, force_pull: bool = False,
+                  on_pull: Callable[[], None] | None = None) -> Image:
         """The image for ``ref``: from the store, pulled first if it is missing (or ``force_pull``)."""
         if not force_pull or not self.pullable(ref):
             try:
@@ -55,6 +56,8 @@ class ImageManager:
             except ImageNotFound:
                 if not self.pullable(ref):
                     raise
+        if on_pull is not None:
+            on_pull()
         await self.pull(ref, auth=auth)
         image = self.store.resolve(ref)
         self._touch(image)

@@ -144,6 +144,7 @@ class TaskRunner:
             user=self.task.user,
             kill_signal=self.task.kill_signal,
             kill_timeout=self.task.kill_timeout,
+            on_event=self._event,
         )
 
     # --- the loop ---

@@ -7,6 +7,7 @@ re-attach to the task (``recover``). Drivers never talk to servers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,6 +30,11 @@ class TaskSpec:
     user: str = ""
     kill_signal: str = "SIGTERM"
     kill_timeout: float = 5.0
+    on_event: Callable[[str, str], None] | None = None  # (type, message): a task event, e.g. "Driver"
+
+    def event(self, type_: str, message: str) -> None:
+        if self.on_event is not None:
+            self.on_event(type_, message)
 
 
 @dataclass(slots=True)

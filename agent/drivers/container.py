@@ -315,7 +315,8 @@ class ContainerDriver:
         ref, readonly, pids_limit, work_dir = self._validate(spec.config)
         cid = container_id(spec.alloc_id, spec.task)
         image = await self.image_manager.get(ref, auth=self._auth(spec.config),
-                                             force_pull=bool(spec.config.get("force_pull", False)))
+                                             force_pull=bool(spec.config.get("force_pull", False)),
+                                             on_pull=lambda: spec.event("Driver", f"Downloading image {ref}"))
         lowers = await self._lower_dirs(image)
         paths = _TaskPaths(Path(os.path.realpath(spec.task_dir)))
         paths.task_dir.mkdir(parents=True, exist_ok=True)

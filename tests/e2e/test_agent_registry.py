@@ -141,6 +141,8 @@ def test_pull_from_a_registry_and_refuse_a_corrupted_blob(tmp_path: Path, regist
     assert r.code == 0, r.out + r.err + agent.logs()[-3000:]
     alloc = _alloc(agent, "pulled")
     assert alloc["client_status"] == "running"
+    pulled = next(e for e in alloc["task_states"]["t"]["events"] if e["type"] == "Driver")
+    assert pulled["message"] == f"Downloading image {registry.host}/busybox:1"
     out = wait_for(lambda: (lambda r: r.out if "image one" in r.out else None)(
         agent.cli("alloc", "logs", alloc["id"])), 10, "the task's output")
     assert out.splitlines() == ["pulled-and-running", "image one"]
