@@ -92,6 +92,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--count", type=int, default=100)
     ap.add_argument("--no-runc-loop", action="store_true", help="time shoal only")
+    ap.add_argument("--agent-log", type=Path, help="keep the dev agent's log here")
     args = ap.parse_args()
     from shoal.agent.images import ImageStore
 
@@ -117,6 +118,8 @@ def main() -> int:
             stop_elapsed = time.monotonic() - t1
         finally:
             agent.stop()
+            if args.agent_log:
+                shutil.copy(agent.root / "agent.log", args.agent_log)
         loop = None if args.no_runc_loop else runc_loop(rootfs, root / "raw", args.count)
     print(f"{running} containers running {elapsed:.2f}s after `shoal job run`; stopped in {stop_elapsed:.2f}s")
     if loop is not None:
