@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from support.cluster import SHOAL, DevAgent, Result, cleanup_allocs, free_port, wait_for
+from support.cluster import SHOAL, DevAgent, Result, cleanup_allocs, free_port, wait_for, runc_list
 
 pytestmark = pytest.mark.root
 
@@ -60,7 +60,7 @@ job "keep" {
 
 def runc_state() -> dict[str, int]:
     """runc container id -> pid, for shoal's running containers."""
-    out = subprocess.run(["runc", "list", "--format", "json"], capture_output=True, text=True, check=True).stdout
+    out = runc_list("--format", "json")
     import json
 
     return {c["id"]: c["pid"] for c in json.loads(out or "null") or [] if c["status"] == "running"}

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support.cluster import SHOAL, DevAgent, build_busybox_rootfs, wait_for
+from support.cluster import SHOAL, DevAgent, build_busybox_rootfs, wait_for, runc_list
 
 pytestmark = pytest.mark.root
 
@@ -161,7 +161,7 @@ def test_docker_job_from_the_nomad_corpus_runs_unchanged(agent: DevAgent) -> Non
                      30, "the corpus job's allocation to run")
     assert alloc["task_states"]["system_task"]["state"] == "running"
     cid = f"shoal-{alloc['id']}-system_task"
-    assert cid in subprocess.run(["runc", "list", "-q"], capture_output=True, text=True).stdout.split()
+    assert cid in runc_list("-q").split()
     env = subprocess.run(["runc", "exec", cid, "sh", "-c", "echo $version"], capture_output=True, text=True).stdout
     assert env.strip() == "1"  # the job's env block
     # sh is pid 1 and ignores SIGTERM: end it with SIGKILL first so that stopping does not wait 5s for it

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from support.cluster import wait_for
+from support.cluster import wait_for, runc_list
 
 pytestmark = pytest.mark.root
 
@@ -34,7 +34,7 @@ job "echo" {
 
 
 def runc_ids() -> set[str]:
-    return set(subprocess.run(["runc", "list", "-q"], capture_output=True, text=True).stdout.split())
+    return set(runc_list("-q").split())
 
 
 def cgroup_dirs(cid: str) -> list[Path]:

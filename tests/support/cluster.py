@@ -115,7 +115,7 @@ def cleanup_allocs(allocs_dir: Path) -> None:
     if not allocs_dir.is_dir():
         return
     ids = {p.name for p in allocs_dir.iterdir()}
-    listed = subprocess.run(["runc", "list", "-q"], capture_output=True, text=True).stdout.split()
+    listed = runc_list("-q").split()
     for cid in listed:
         if any(cid.startswith(f"shoal-{i}") for i in ids):
             subprocess.run(["runc", "delete", "--force", cid], capture_output=True)
@@ -232,3 +232,14 @@ class ServerCluster:
     def stop(self) -> None:
         for s in self.servers:
             s.stop()
+
+
+def runc_list(*args: str) -> str:
+    """``runc list`` output. It exits 1 when it meets a container whose state directory is being
+    created or removed at that instant (other containers starting or stopping): retry briefly."""
+    for _ in range(20):
+        p = subprocess.run(["runc", "list", *args], capture_output=True, text=True)
+        if p.returncode == 0:
+            return p.stdout
+        time.sleep(0.05)
+    raise AssertionError(f"runc list kept failing: {p.stderr.strip()}")
