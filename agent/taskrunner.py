@@ -26,6 +26,7 @@ from shoal.jobs.structs import TASK_DEAD, TASK_PENDING, TASK_RUNNING, Allocation
 log = structlog.get_logger("shoal.agent.task")
 
 MAX_EVENTS = 20
+RECOVER_ATTEMPTS = 8
 DEV_NULL = Path("/dev/null")
 
 
@@ -212,11 +213,15 @@ class TaskRunner:
                 handle = probe(self.alloc.id, self.task.name)  # the agent died while starting it
             if handle is None:
                 return False
-        try:
-            alive = await self.driver.recover(handle)
-        except Exception as exc:
-            log.warning("re-attaching to a task failed", alloc_id=self.alloc.id, task=self.task.name, error=str(exc))
-            alive = False
+        alive = False
+        for attempt in range(RECOVER_ATTEMPTS):  # a failing runc call is not a verdict: never kill on a guess
+            try:
+                alive = await self.driver.recover(handle)
+                break
+            except Exception as exc:
+                log.warning("re-attaching to a task failed; retrying", alloc_id=self.alloc.id, task=self.task.name,
+                            error=str(exc), attempt=attempt + 1)
+                await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
         if alive:
             self.handle = handle
             self.recovered = True

@@ -117,30 +117,38 @@ def test_sigkill_and_restart_reattaches(tmp_path: Path, image_dir: Path) -> None
     job = tmp_path / "keep.hcl"
     job.write_text(JOB)
     try:
-        agent.start()
-        r = agent.cli("job", "run", str(job))
-        assert r.code == 0, r.out + r.err
-        before_allocs = wait_for(lambda: all_healthy(agent.address, "keep", 3), 30, "3 healthy allocations")
-        before = runc_state()
-        ours = {cid: pid for cid, pid in before.items() if any(a["id"] in cid for a in before_allocs)}
-        assert len(ours) == 3
-
-        agent.sigkill()
-        assert {cid: runc_state().get(cid) for cid in ours} == ours  # the containers did not notice
-
-        agent.start()
-        after_allocs = wait_for(lambda: all_healthy(agent.address, "keep", 3), 30, "3 healthy allocations after restart")
-        after = runc_state()
-        assert {cid: after.get(cid) for cid in ours} == ours  # same ids, same pids
-        assert len([cid for cid in after if cid.startswith("shoal-") and any(a["id"] in cid for a in after_allocs)]) == 3
-        assert {a["id"] for a in after_allocs} == {a["id"] for a in before_allocs}  # no replacement placed
-        for a in after_allocs:  # started once, never again
-            events = [e["type"] for e in a["task_states"]["httpd"]["events"]]
-            assert events.count("Started") == 1 and "Terminated" not in events, events
-        logs = (agent.root / "agent.log").read_text()
-        assert logs.count("re-attached to a running task") == 3
+        _sigkill_and_restart(agent, job)
+    except AssertionError:
+        log = agent.root / "agent.log"
+        print("agent log (tail):\n" + (log.read_text()[-6000:] if log.exists() else "(none)"))
+        raise
     finally:
         agent.stop()
+
+
+def _sigkill_and_restart(agent: RestartableDevAgent, job: Path) -> None:
+    agent.start()
+    r = agent.cli("job", "run", str(job))
+    assert r.code == 0, r.out + r.err
+    before_allocs = wait_for(lambda: all_healthy(agent.address, "keep", 3), 30, "3 healthy allocations")
+    before = runc_state()
+    ours = {cid: pid for cid, pid in before.items() if any(a["id"] in cid for a in before_allocs)}
+    assert len(ours) == 3
+
+    agent.sigkill()
+    assert {cid: runc_state().get(cid) for cid in ours} == ours  # the containers did not notice
+
+    agent.start()
+    after_allocs = wait_for(lambda: all_healthy(agent.address, "keep", 3), 30, "3 healthy allocations after restart")
+    after = runc_state()
+    assert {cid: after.get(cid) for cid in ours} == ours  # same ids, same pids
+    assert len([cid for cid in after if cid.startswith("shoal-") and any(a["id"] in cid for a in after_allocs)]) == 3
+    assert {a["id"] for a in after_allocs} == {a["id"] for a in before_allocs}  # no replacement placed
+    for a in after_allocs:  # started once, never again
+        events = [e["type"] for e in a["task_states"]["httpd"]["events"]]
+        assert events.count("Started") == 1 and "Terminated" not in events, events
+    logs = (agent.root / "agent.log").read_text()
+    assert logs.count("re-attached to a running task") == 3
 
 
 def _spawn(root: Path, name: str, *args: str) -> subprocess.Popen:
