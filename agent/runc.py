@@ -7,7 +7,9 @@ containers are created, killed and deleted in parallel. Failures raise
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -69,6 +71,19 @@ def _error_text(stderr: bytes, log_file: Path | None = None) -> str:
     return "; ".join(dict.fromkeys(messages)) or "no error output"
 
 
+_LIMITS: dict[int, asyncio.Semaphore] = {}
+
+
+def _limit() -> asyncio.Semaphore:
+    """At most 8 runc processes per CPU at a time (per event loop): a hundred at once (starting or stopping
+    a hundred tasks) only thrash the CPUs, and starve the agent's own heartbeats."""
+    loop = asyncio.get_running_loop()
+    sem = _LIMITS.get(id(loop))
+    if sem is None:
+        sem = _LIMITS[id(loop)] = asyncio.Semaphore(max(8, 8 * (os.cpu_count() or 1)))
+    return sem
+
+
 class Runc:
     """``runc [--root ROOT] ...`` as coroutines."""
 
@@ -86,7 +101,8 @@ class Runc:
 
     async def _run(self, *args: str, what: str) -> bytes:
         try:
-            res = await spawn.run([*self._base(), *args])
+            async with _limit():
+                res = await spawn.run([*self._base(), *args])
         except FileNotFoundError:
             raise DriverError(f"{what}: the runc binary ({self.binary}) is not installed") from None
         if res.returncode != 0:
@@ -126,10 +142,11 @@ class Runc:
         if log_file is not None:
             base += ["--log", str(log_file), "--log-format", "json"]
         try:
-            res = await spawn.run(
-                [*base, "run", "--detach", "--pid-file", str(pid_file), "--bundle", str(bundle), container_id],
-                stdout=stdout, stderr=stderr,
-            )
+            async with _limit():
+                res = await spawn.run(
+                    [*base, "run", "--detach", "--pid-file", str(pid_file), "--bundle", str(bundle), container_id],
+                    stdout=stdout, stderr=stderr,
+                )
         except FileNotFoundError:
             raise DriverError(f"cannot start container {container_id}: the runc binary ({self.binary}) is not installed") from None
         if res.returncode != 0:
@@ -145,7 +162,8 @@ class Runc:
     async def state(self, container_id: str) -> ContainerState | None:
         """The container's state, or None if runc does not know it."""
         try:
-            res = await spawn.run([*self._base(), "state", container_id])
+            async with _limit():
+                res = await spawn.run([*self._base(), "state", container_id])
         except FileNotFoundError:
             raise DriverError(f"runc state {container_id}: the runc binary ({self.binary}) is not installed") from None
         out = res.stdout

@@ -154,9 +154,11 @@ class TaskRunner:
             return  # restored: it had finished before the agent restarted
         try:
             resumed = await self._resume()
+            if resumed and self._killed.is_set():
+                await self._stop_handle()  # killed while re-attaching: that kill found no handle to stop
             if not resumed and not self.state.events:
                 self._event("Received", "Task received by client")
-            while not self._killed.is_set():
+            while resumed or not self._killed.is_set():
                 if resumed:
                     resumed = False
                 else:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import shutil
 import signal
+import sys
 import tempfile
 from pathlib import Path
 
@@ -29,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--raft-bind", default=None, help="server Raft address (default: the API host, port 4647)")
     p.add_argument("--join", "-join", default="", help="comma-separated API addresses of the other servers")
     p.add_argument("--bootstrap-expect", "-bootstrap-expect", type=int, default=1)
+    p.add_argument("--heartbeat-ttl", type=float, default=5.0, metavar="SECONDS",
+                   help="server: a client node missing heartbeats this long is marked down (its work replaced)")
     p.add_argument("--servers", "-servers", default="", help="comma-separated server API addresses (client)")
     p.add_argument("--client-bind", default="127.0.0.1:0", help="the client's own API address (logs)")
     p.add_argument("--node-name", "-node", default="", help="this node's name (default: hostname)")
@@ -64,6 +68,18 @@ def cmd_agent(args: argparse.Namespace) -> int:
     return asyncio.run(run_agent(args))
 
 
+def dump_tasks() -> None:
+    """SIGUSR1: print every thread's and every asyncio task's stack to stderr (what is a stuck agent doing?)."""
+    faulthandler.dump_traceback(all_threads=True)
+    for task in asyncio.all_tasks():
+        print(f"--- {task.get_name()}: {task.get_coro()!r}", file=sys.stderr)
+        try:
+            task.print_stack(limit=12, file=sys.stderr)
+        except Exception as exc:  # compiled coroutines (grpc's) have no Python frames to show
+            print(f"    (no stack: {exc!r})", file=sys.stderr)
+    sys.stderr.flush()
+
+
 async def run_agent(args: argparse.Namespace) -> int:
     from shoal.agent.agent import Agent
     from shoal.server.server import Server
@@ -81,6 +97,7 @@ async def run_agent(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
     try:
         if args.dev or args.server:
             host = api.rsplit(":", 1)[0]
@@ -97,6 +114,7 @@ async def run_agent(args: argparse.Namespace) -> int:
                     join=join,
                     name=args.node_name,
                     bootstrap_expect=args.bootstrap_expect,
+                    heartbeat_ttl=args.heartbeat_ttl,
                     raft_min_timeout=0.4 if args.dev else 1.0,
                     raft_max_timeout=0.8 if args.dev else 1.5,
                 )

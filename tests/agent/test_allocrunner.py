@@ -150,6 +150,60 @@ def test_reattach_after_an_agent_restart(tmp_path: Path, subreaper) -> None:
     asyncio.run(scenario())
 
 
+class SlowRecoverDriver(RawExecDriver):
+    """raw_exec whose re-attach waits for a gate: a runc or /proc probe that is slow on a loaded host."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.recovering = asyncio.Event()
+
+    async def recover(self, handle):
+        self.recovering.set()
+        await self.gate.wait()
+        return await super().recover(handle)
+
+
+def test_stop_while_reattaching_stops_the_task(tmp_path: Path, subreaper) -> None:
+    """The servers' stop can reach a restored allocation before its tasks are re-attached: the task must
+    still be killed, not marked dead and left running."""
+    job = _job(_task("t", "exec sleep 30"))
+    updates = Updates()
+
+    async def scenario() -> None:
+        first = _runner(tmp_path, job, updates)
+        first.start()
+        await _until(lambda: first.tasks[0].running, what="the task to run")
+        pid = first.tasks[0].handle.pid
+        await _until(lambda: ((load_state(first.dir) or {}).get("tasks") or {}).get("t", {}).get("handle"),
+                     what="the state file to hold the handle")
+        state = load_state(first.dir)
+        first.tasks[0].handle = None
+        first._task.cancel()
+        driver = SlowRecoverDriver()
+        second = _runner(tmp_path, job, updates, drivers={"raw_exec": driver}, restored=state)
+        second.start()
+        await asyncio.wait_for(driver.recovering.wait(), 10)
+        stopping = asyncio.create_task(second.stop("stopped while the agent was away"))
+        await asyncio.sleep(0.05)
+        driver.gate.set()
+        await asyncio.wait_for(stopping, 15)
+        tr = second.tasks[0]
+        assert tr.finished and not tr.state.failed
+        assert updates.last is not None and updates.last.client_status == "complete"
+        await _until(lambda: not Path(f"/proc/{pid}").exists() or "zombie" in _proc_state(pid),
+                     what="the re-attached process to be gone")
+
+    asyncio.run(scenario())
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:", 1)[1].split("\n", 1)[0].lower()
+    except (FileNotFoundError, IndexError):
+        return "gone"
+
+
 def test_user_restart_is_not_a_failure(tmp_path: Path, subreaper) -> None:
     job = _job(' restart {\n attempts = 0\n mode = "fail"\n }\n' + _task("t", "echo run >> $NOMAD_ALLOC_DIR/runs; exec sleep 30"))
     updates = Updates()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -170,6 +171,17 @@ def _stop(proc: subprocess.Popen | None) -> None:
             proc.wait()
 
 
+def _wait_exit(proc: subprocess.Popen, log: Path, timeout: float = 30) -> None:
+    """Wait for an agent to exit; if it does not, have it print its stacks (SIGUSR1) and fail with them."""
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        raise AssertionError(f"the agent did not exit within {timeout}s of SIGTERM:\n"
+                             + log.read_text(errors="replace")[-20000:]) from None
+
+
 def test_allocation_stopped_while_the_client_was_away(tmp_path: Path, image_dir: Path) -> None:
     api, raft = free_port(), free_port()
     addr = f"127.0.0.1:{api}"
@@ -184,7 +196,9 @@ def test_allocation_stopped_while_the_client_was_away(tmp_path: Path, image_dir:
     server = client = None
     try:
         server = _spawn(tmp_path, "server", "--server", "--data-dir", str(tmp_path / "server"), "--bind", addr,
-                        "--raft-bind", f"127.0.0.1:{raft}")
+                        "--raft-bind", f"127.0.0.1:{raft}",
+                        # on a loaded machine a restarted agent can take more than the default 5 s to be back
+                        "--heartbeat-ttl", "60")
         client = _spawn(tmp_path, "client", *client_args)
         def ready() -> bool:
             try:
@@ -217,7 +231,7 @@ def test_allocation_stopped_while_the_client_was_away(tmp_path: Path, image_dir:
         assert stopped["desired_status"] == "stop"
 
         client.send_signal(signal.SIGTERM)  # a graceful exit of a client leaves its tasks running too
-        client.wait(30)
+        _wait_exit(client, tmp_path / "client.log")
         states = runc_state()
         assert {i: states.get(f"shoal-{i}-httpd") for i in ids[1:]} == {i: pids[i] for i in ids[1:]}
     finally:
