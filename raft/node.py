@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
+import socket
 import threading
 import time
 import zlib
@@ -82,6 +83,7 @@ class RaftNode:
         self._loop = loop
         d = self.cfg.data_dir
         d.mkdir(parents=True, exist_ok=True)
+        check_bindable(self.cfg.bind)
         conf = SyncObjConf(
             password=self.cfg.password,
             bindAddress=self.cfg.bind,
@@ -288,6 +290,18 @@ class RaftNode:
 
         self.fsm.store.load_records(records())
         return raft_data[0]
+
+
+def check_bindable(bind: str) -> None:
+    """Fail now, clearly, if the Raft address cannot be listened on: PySyncObj would retry the bind
+    every second, silently, and the server would wait for a leader forever."""
+    host, _, port = bind.rpartition(":")
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as PySyncObj binds: TIME_WAIT is fine
+            s.bind((host.strip("[]"), int(port)))
+    except (OSError, ValueError) as exc:
+        raise ShoalError(f"cannot listen for Raft on {bind}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def _resolve(fut: asyncio.Future, result: Any, err: int) -> None:

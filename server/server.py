@@ -24,7 +24,7 @@ from shoal.errors import NoLeader, ShoalError, Unavailable
 from shoal.jobs.structs import ServerMember
 from shoal.raft import ops
 from shoal.raft.fsm import FSM
-from shoal.raft.node import DEFAULT_WRITE_TIMEOUT, RaftConfig, RaftNode
+from shoal.raft.node import DEFAULT_WRITE_TIMEOUT, RaftConfig, RaftNode, check_bindable
 from shoal.rpc.transport import RpcClient, RpcServer
 from shoal.server.endpoints import Endpoints
 from shoal.server.leader import LeaderDuties
@@ -70,6 +70,7 @@ class Server:
             self.fsm.store, self.raft, self.watch, workers=self.cfg.workers, heartbeat_ttl=self.cfg.heartbeat_ttl
         )
         Endpoints(self).register(self.rpc)
+        check_bindable(self.cfg.raft_bind)  # Raft itself starts later (after joining): fail now if it cannot
         self.rpc_port = await self.rpc.start(self.cfg.rpc_bind)
         self._spawn(self._join_and_start())
         log.info("server started", name=self.name, rpc=self.cfg.rpc_bind, raft=self.cfg.raft_bind, join=self.cfg.join)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -16,10 +17,25 @@ from pathlib import Path
 SHOAL = str(Path(sys.executable).parent / "shoal")
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free TCP port on loopback for a server to listen on, below the kernel's ephemeral range
+    (32768+ here): a port the kernel picked for us could be taken, before our server binds it, as the
+    local end of some outgoing connection (a gRPC channel of this very test)."""
+    for _ in range(1000):
+        port = random.randint(20000, 32000)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError("no free port in 20000-32000")
 
 
 def build_busybox_rootfs(dest: Path) -> Path:
