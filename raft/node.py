@@ -36,6 +36,13 @@ SNAPSHOT_MAGIC = b"SHOALSNAP2"
 # A write that no leader commits fails within this (plus transport): "no cluster leader" inside 10 s.
 DEFAULT_WRITE_TIMEOUT = 8.0
 MAX_BATCH = 256
+# Group commit: at most this many Raft entries of ours in flight; writes arriving meanwhile wait and
+# travel together in the next entry. PySyncObj's cost is per entry (pickle, encrypt, send to each
+# follower, journal), so under load the batches grow instead of the queue of entries.
+MAX_IN_FLIGHT = 2
+# An entry unanswered this long stops holding the next ones back (its callback may never come if the
+# leadership changed under it; its writers' own deadlines fail them).
+IN_FLIGHT_STALL = 0.25
 
 
 @dataclass(slots=True)
@@ -77,6 +84,10 @@ class RaftNode:
         self._snap_status = SERIALIZER_STATE.NOT_SERIALIZING
         self.last_snapshot_seconds = 0.0
         self._flush_scheduled = False
+        self._in_flight: dict[int, float] = {}  # entry token -> loop time it was handed to PySyncObj
+        self._next_token = 0
+        self.entries_submitted = 0
+        self.writes_submitted = 0
 
     # --- lifecycle ---
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -112,7 +123,9 @@ class RaftNode:
 
     def stop(self) -> None:
         if self._replica is not None:
-            self._replica.destroy()
+            # Synchronous: the Raft thread is gone and its port closed when this returns (a restart in
+            # the same process binds it again at once).
+            self._replica.destroy_synchronous()
             self._replica = None
 
     # --- state ---
@@ -141,7 +154,8 @@ class RaftNode:
         if self._replica is None or self._loop is None:
             raise NoLeader("no cluster leader: this server has not joined its cluster yet")
         fut: asyncio.Future[tuple[Any, int]] = self._loop.create_future()
-        self._pending.append((op, codec.encode(payload), fut))
+        item = (op, codec.encode(payload), fut)
+        self._pending.append(item)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
@@ -151,7 +165,13 @@ class RaftNode:
             async with asyncio.timeout(timeout):
                 result, err = await asyncio.shield(fut)
         except TimeoutError:
-            raise NoLeader(f"no cluster leader: the write was not committed within {timeout:g}s") from None
+            if self._withdraw(item):
+                raise NoLeader(f"no cluster leader: the write was not committed within {timeout:g}s") from None
+            raise NoLeader(f"no cluster leader: the write was not confirmed within {timeout:g}s (it may still "
+                           "commit); check before retrying") from None
+        except asyncio.CancelledError:
+            self._withdraw(item)
+            raise
         if err != FAIL_REASON.SUCCESS:
             raise NoLeader(f"no cluster leader: write not committed ({_reason(err)}); retry")
         index, value, error = result
@@ -159,26 +179,56 @@ class RaftNode:
             raise ShoalError(error)
         return index, value
 
+    def _withdraw(self, item: tuple[str, bytes, asyncio.Future]) -> bool:
+        """Take a write back if it has not been handed to Raft yet: then it certainly never commits."""
+        try:
+            self._pending.remove(item)
+        except ValueError:
+            return False
+        return True
+
     def _flush(self) -> None:
         self._flush_scheduled = False
-        pending, self._pending = self._pending, []
         replica, loop = self._replica, self._loop
         if replica is None or loop is None:
+            pending, self._pending = self._pending, []
             for _, _, fut in pending:
                 _resolve(fut, None, FAIL_REASON.MISSING_LEADER)
             return
-        for i in range(0, len(pending), MAX_BATCH):
-            chunk = pending[i : i + MAX_BATCH]
-            if len(chunk) == 1:
-                op, data, fut = chunk[0]
-                replica.apply(op, data, callback=lambda r, e, f=fut: loop.call_soon_threadsafe(_resolve, f, r, e))
-            else:
-                futs = [f for _, _, f in chunk]
-                replica.apply(
-                    ops.BATCH,
-                    encode_batch([(op, data) for op, data, _ in chunk]),
-                    callback=lambda r, e, fs=futs: loop.call_soon_threadsafe(_resolve_batch, fs, r, e),
-                )
+        now = loop.time()
+        for token in [k for k, t in self._in_flight.items() if now - t > 60.0]:
+            del self._in_flight[token]  # never answered (a lost leadership): forget it
+        busy = sum(1 for t in self._in_flight.values() if now - t < IN_FLIGHT_STALL)
+        while self._pending and busy < MAX_IN_FLIGHT:
+            chunk, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            self._submit_entry(replica, loop, chunk)
+            busy += 1
+        if self._pending and not self._flush_scheduled:
+            # wait for an entry to be answered (``_answered``), or to stall
+            self._flush_scheduled = True
+            loop.call_later(IN_FLIGHT_STALL, self._flush)
+
+    def _submit_entry(self, replica: _Replica, loop: asyncio.AbstractEventLoop,
+                      chunk: list[tuple[str, bytes, asyncio.Future]]) -> None:
+        token = self._next_token = self._next_token + 1
+        self._in_flight[token] = loop.time()
+        self.entries_submitted += 1
+        self.writes_submitted += len(chunk)
+        futs = [f for _, _, f in chunk]
+        if len(chunk) == 1:
+            op, data, _ = chunk[0]
+        else:
+            op, data = ops.BATCH, encode_batch([(op, data) for op, data, _ in chunk])
+        replica.apply(op, data, callback=lambda r, e: loop.call_soon_threadsafe(self._answered, token, futs, r, e))
+
+    def _answered(self, token: int, futs: list[asyncio.Future], result: Any, err: int) -> None:
+        self._in_flight.pop(token, None)
+        if len(futs) == 1:
+            _resolve(futs[0], result, err)
+        else:
+            _resolve_batch(futs, result, err)
+        if self._pending:
+            self._flush()
 
     async def barrier(self, timeout: float = DEFAULT_WRITE_TIMEOUT) -> int:
         """Commit a no-op: every write acknowledged before it is now applied here."""

@@ -24,28 +24,115 @@ MAX_MESSAGE = 64 * 1024 * 1024
 
 
 def to_plain(obj: Any) -> Any:
-    if obj is None or isinstance(obj, (bool, int, float, str, bytes)):
-        if isinstance(obj, enum.Enum):
-            return obj.value
-        return obj
-    if dataclasses.is_dataclass(obj):
-        return {name: to_plain(getattr(obj, name)) for name in _field_names(type(obj))}
-    if isinstance(obj, dict):
-        return {k: to_plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [to_plain(v) for v in obj]
-    if isinstance(obj, enum.Enum):
-        return obj.value
-    raise TypeError(f"cannot encode {type(obj).__name__}")
+    """The plain form of ``obj``: dataclasses become dicts, sequences lists, enums their values."""
+    enc = _ENCODERS.get(type(obj))
+    if enc is None:
+        enc = _encoder_for(type(obj))
+    return enc(obj)
+
+
+def _identity(v: Any) -> Any:
+    return v
+
+
+def _plain_dict(d: dict) -> dict:
+    return {k: to_plain(v) for k, v in d.items()}
+
+
+def _plain_seq(seq: Any) -> list:
+    return [to_plain(v) for v in seq]
+
+
+_ENCODERS: dict[type, Callable[[Any], Any]] = {
+    **{t: _identity for t in (type(None), bool, int, float, str, bytes)},
+    dict: _plain_dict, list: _plain_seq, tuple: _plain_seq, set: _plain_seq, frozenset: _plain_seq,
+}
+
+
+def _encoder_for(tp: type) -> Callable[[Any], Any]:
+    if dataclasses.is_dataclass(tp):
+        enc = _dataclass_encoder(tp)
+    elif issubclass(tp, enum.Enum):
+        enc = _enum_value
+    elif issubclass(tp, (bool, int, float, str, bytes)):
+        enc = _identity
+    elif issubclass(tp, dict):
+        enc = _plain_dict
+    elif issubclass(tp, (list, tuple, set, frozenset)):
+        enc = _plain_seq
+    else:
+        raise TypeError(f"cannot encode {tp.__name__}")
+    _ENCODERS[tp] = enc
+    return enc
+
+
+def _enum_value(e: enum.Enum) -> Any:
+    return e.value
+
+
+_SCALARS = (type(None), bool, int, float, str, bytes)
+
+
+def _is_scalar_hint(tp: Any) -> bool:
+    """A hint whose values msgpack packs as they are (exactly what to_plain would return)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return all(_is_scalar_hint(a) for a in typing.get_args(tp))
+    if origin is typing.Literal:
+        return all(isinstance(a, _SCALARS) for a in typing.get_args(tp))
+    return isinstance(tp, type) and tp in _SCALARS
+
+
+def _dataclass_encoder(cls: type) -> Callable[[Any], Any]:
+    """A function ``obj -> dict`` generated for ``cls`` from its type hints: scalar fields are read as they
+    are, nested dataclasses and containers go through their own encoders, anything else through
+    ``to_plain``. Built lazily (a class may refer to itself) and once per class."""
+    compiled: list[Callable[[Any], Any]] = []
+
+    def encode_first(obj: Any) -> Any:
+        if not compiled:
+            compiled.append(_compile_encoder(cls))
+        return compiled[0](obj)
+
+    _ENCODERS[cls] = encode_first
+    return encode_first
+
+
+def _field_encoder_expr(name: str, hint: Any, env: dict[str, Any]) -> str:
+    value = f"o.{name}"
+    if _is_scalar_hint(hint):
+        return value
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1:
+            hint, origin, args = rest[0], typing.get_origin(rest[0]), typing.get_args(rest[0])
+    if origin in (list, set, frozenset, tuple) and args and (origin is not tuple or len(args) == 1 or
+                                                             (len(args) == 2 and args[1] is Ellipsis)):
+        if _is_scalar_hint(args[0]):
+            return f"(None if {value} is None else list({value}))"
+        return f"(None if {value} is None else [to_plain(x) for x in {value}])"
+    if origin is dict and len(args) == 2:
+        if _is_scalar_hint(args[1]):
+            return f"(None if {value} is None else dict({value}))"
+        return f"(None if {value} is None else {{k: to_plain(x) for k, x in {value}.items()}})"
+    return f"to_plain({value})"
+
+
+def _compile_encoder(cls: type) -> Callable[[Any], Any]:
+    hints = _hints(cls)
+    env: dict[str, Any] = {"to_plain": to_plain}
+    items = ", ".join(f"{name!r}: {_field_encoder_expr(name, hints.get(name, Any), env)}"
+                      for name in _field_names(cls))
+    src = f"def encode(o):\n    return {{{items}}}\n"
+    exec(compile(src, f"<codec encoder {cls.__qualname__}>", "exec"), env)
+    return env["encode"]
 
 
 def from_plain(tp: Any, value: Any) -> Any:
     """Rebuild a value of type ``tp`` from its plain form."""
     return _decoder(tp)(value)
-
-
-def _identity(v: Any) -> Any:
-    return v
 
 
 @cache
@@ -83,16 +170,58 @@ def _decoder(tp: Any) -> Callable[[Any], Any]:
 
 
 def _dataclass_decoder(cls: type) -> Callable[[Any], Any]:
-    decoders: dict[str, Callable[[Any], Any]] = {}
+    """A function ``dict -> cls`` generated once per class: unknown keys are ignored, missing ones take
+    their defaults. Built lazily (a class may refer to itself)."""
+    compiled: list[Callable[[Any], Any]] = []
 
-    def decode_dc(v: Any) -> Any:
-        if v is None:
-            return None
-        if not decoders:  # filled lazily: a class may refer to itself
-            decoders.update({k: _decoder(h) for k, h in _hints(cls).items()})
-        return cls(**{k: decoders[k](x) for k, x in v.items() if k in decoders})
+    def decode_first(v: Any) -> Any:
+        if not compiled:
+            compiled.append(_compile_decoder(cls))
+        return compiled[0](v)
 
-    return decode_dc
+    return decode_first
+
+
+_MISSING = object()
+
+
+def _compile_decoder(cls: type) -> Callable[[Any], Any]:
+    hints = _hints(cls)
+    decoders = {k: _decoder(h) for k, h in hints.items()}
+    fields = [f for f in dataclasses.fields(cls) if f.name in decoders]
+    params = getattr(cls, "__dataclass_params__", None)
+    if (params is not None and params.frozen) or hasattr(cls, "__post_init__") or any(not f.init for f in fields):
+        def decode_kwargs(v: Any) -> Any:  # through __init__: frozen classes, __post_init__ checks
+            if v is None:
+                return None
+            return cls(**{k: decoders[k](x) for k, x in v.items() if k in decoders})
+        return decode_kwargs
+    # The fast path: a bare instance whose fields are set one by one, without building keyword arguments.
+    env: dict[str, Any] = {"cls": cls, "new": object.__new__, "M": _MISSING}
+    lines = ["def decode(v):", "    if v is None:", "        return None", "    get = v.get", "    o = new(cls)"]
+    for f in fields:
+        name = f.name
+        dec = decoders[name]
+        conv = "x" if dec is _identity else f"d_{name}(x)"
+        env[f"d_{name}"] = dec
+        if f.default is not dataclasses.MISSING:
+            env[f"default_{name}"] = f.default
+            missing = f"default_{name}"
+        elif f.default_factory is not dataclasses.MISSING:
+            env[f"factory_{name}"] = f.default_factory
+            missing = f"factory_{name}()"
+        else:
+            env["missing_field"] = _missing_field
+            missing = f"missing_field(cls, {name!r})"
+        lines.append(f"    x = get({name!r}, M)")
+        lines.append(f"    o.{name} = {missing} if x is M else {conv}")
+    lines.append("    return o")
+    exec(compile("\n".join(lines) + "\n", f"<codec decoder {cls.__qualname__}>", "exec"), env)
+    return env["decode"]
+
+
+def _missing_field(cls: type, name: str) -> Any:
+    raise TypeError(f"{cls.__name__}: missing required field {name!r}")
 
 
 def encode(obj: Any) -> bytes:
