@@ -3,6 +3,11 @@
 Each write is a `Job.Register` RPC to the leader, acknowledged only after a Raft majority
 committed it. Concurrent clients keep the pipeline full; writes arriving together share a
 Raft entry (group commit). Prints a summary, then one JSON line.
+
+Baseline, in the same run: the same clients calling `Status.Leader` (a gRPC round trip to the
+leader that touches neither Raft nor the state), the ceiling of any write on this machine.
+``write_to_rpc_ratio`` = writes/s ÷ that baseline. The leader's and followers' CPU use are
+printed too (cores busy during the run).
 Usage: python bench/raft_write.py [--clients 64] [--seconds 10]
 """
 
@@ -11,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -28,7 +34,13 @@ def job(i: int) -> dict:
         {"name": "t", "driver": "raw_exec", "config": {"command": "/bin/true"}, "resources": {"cpu": 10, "memory": 10}}]}]}
 
 
-async def load(address: str, clients: int, seconds: float, channels: int) -> tuple[list[float], float]:
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def load(address: str, clients: int, seconds: float, channels: int,
+               method: str = "Job.Register") -> tuple[list[float], float]:
     conns = [RpcClient(address, timeout=30) for _ in range(channels)]
     latencies: list[float] = []
     counter = iter(range(10**9))
@@ -38,7 +50,7 @@ async def load(address: str, clients: int, seconds: float, channels: int) -> tup
         c = conns[k % channels]
         while time.monotonic() < stop_at:
             t = time.perf_counter()
-            await c.call("Job.Register", {"job": job(next(counter))})
+            await c.call(method, {"job": job(next(counter))} if method == "Job.Register" else {})
             latencies.append(time.perf_counter() - t)
 
     t0 = time.monotonic()
@@ -60,7 +72,13 @@ def main() -> int:
         try:
             leader = cluster.start().wait_leader()
             asyncio.run(load(leader.address, 8, 1.0, 2))  # warm up
+            # the baseline first: after the writes, the leader is still scheduling their evaluations
+            base_lat, base_elapsed = asyncio.run(load(leader.address, args.clients, min(args.seconds, 5.0),
+                                                      args.channels, method="Status.Leader"))
+            followers = [s for s in cluster.servers if s is not leader]
+            before = {s.address: cpu_seconds(s.proc.pid) for s in cluster.servers}
             lat, elapsed = asyncio.run(load(leader.address, args.clients, args.seconds, args.channels))
+            cores = {s.address: (cpu_seconds(s.proc.pid) - before[s.address]) / elapsed for s in cluster.servers}
         finally:
             cluster.stop()
     lat.sort()
@@ -74,9 +92,17 @@ def main() -> int:
         "p50_ms": round(1000 * lat[n // 2], 2),
         "p99_ms": round(1000 * lat[min(n - 1, int(n * 0.99))], 2),
         "mean_ms": round(1000 * statistics.fmean(lat), 2),
+        "leader_cores": round(cores[leader.address], 2),
+        "follower_cores": round(max(cores[f.address] for f in followers), 2),
+        "leader_cpu_ms_per_write": round(1000 * cores[leader.address] / (n / elapsed), 3),
+        "rpc_baseline_per_s": round(len(base_lat) / base_elapsed, 1),
+        "write_to_rpc_ratio": round((n / elapsed) / (len(base_lat) / base_elapsed), 3),
     }
     print(f"{n} committed job registrations in {elapsed:.1f}s on 3 servers: {figures['writes_per_s']} writes/s, "
-          f"p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms")
+          f"p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms; leader {figures['leader_cores']} cores busy "
+          f"({figures['leader_cpu_ms_per_write']} ms CPU per write)")
+    print(f"baseline: {figures['rpc_baseline_per_s']} no-op RPCs/s to the same leader with the same clients "
+          f"(writes reach {figures['write_to_rpc_ratio']:.0%} of it)")
     print(json.dumps(figures))
     return 0
 
