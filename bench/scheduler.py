@@ -9,9 +9,10 @@ in-process: each plan is re-checked node by node with the plan applier's fit
 check (``scheduler.usage.node_fit`` against the live state, as
 ``server.plan_apply``) and committed by the real FSM (``raft.fsm.FSM.apply``
 of an encoded ``plan.apply`` command into a ``raft.state.StateStore``; no Raft
-network). The state the scheduler reads is the store's own view plus a
-``scheduler.usage.UsageIndex`` fed from the FSM's change stream: per-node usage
-and nodes ordered by free capacity, which a server keeps the same way.
+network). The state the scheduler reads is exactly a server worker's: a store
+snapshot plus a copy of the ``scheduler.usage.UsageIndex`` that the FSM keeps
+current (``server.usage.UsageIndexer``): per-node usage and nodes ordered by
+free capacity.
 
 The same workload is then placed by a naive first-fit (every placement scans
 the nodes in a fixed order from the first and takes the first that passes the
@@ -39,8 +40,7 @@ import json
 import random
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from shoal import codec
@@ -57,13 +57,14 @@ from shoal.jobs.structs import (
 )
 from shoal.raft import ops
 from shoal.raft.fsm import FSM, ApplyResult
-from shoal.raft.state import StateSnapshot, StateStore
+from shoal.server.usage import UsageIndexer
+from shoal.raft.state import StateStore
 from shoal.scheduler import Plan, schedule
 from shoal.scheduler.feasible import GroupFeasibility, JobNodeFilter, job_plan_checkers
 from shoal.scheduler.generic import stopped_record, tainted_nodes
 from shoal.scheduler.ports import PortAsk, assign_ports, port_exhausted
 from shoal.scheduler.reconcile import reconcile
-from shoal.scheduler.usage import NodeUsage, PlanUsage, UsageIndex, live, node_fit
+from shoal.scheduler.usage import IndexedState, PlanUsage, live, node_fit
 
 MHZ_PER_CORE = 2500
 # (cores, GB of memory): weight
@@ -140,47 +141,14 @@ def make_jobs(total_allocs: int, rng: random.Random, shapes: dict[float, int] = 
 # -- the state the scheduler reads ------------------------------------------------------------
 
 
-class _View:
-    """The StateReader: the store's live view plus the usage index."""
-
-    __slots__ = ("_s", "_index")
-
-    def __init__(self, snapshot: StateSnapshot, index: UsageIndex) -> None:
-        self._s, self._index = snapshot, index
-
-    def job(self, namespace: str, job_id: str) -> Job | None:
-        return self._s.job(namespace, job_id)
-
-    def job_version(self, namespace: str, job_id: str, version: int) -> Job | None:
-        return self._s.job_version(namespace, job_id, version)
-
-    def nodes(self) -> list[Node]:
-        return self._s.nodes()
-
-    def node(self, node_id: str) -> Node | None:
-        return self._s.node(node_id)
-
-    def allocs_by_job(self, namespace: str, job_id: str) -> list[Allocation]:
-        return self._s.allocs_by_job(namespace, job_id)
-
-    def allocs_by_node(self, node_id: str) -> list[Allocation]:
-        return self._s.allocs_by_node(node_id)
-
-    def node_usage(self, node_id: str) -> NodeUsage:
-        return self._index.node_usage(node_id)
-
-    def usage_index(self) -> UsageIndex:
-        return self._index
-
-
 class Cluster:
-    """A StateStore written only through the real FSM, and a UsageIndex fed from its changes."""
+    """A StateStore written only through the real FSM, with the servers' usage index (kept by the FSM)."""
 
     def __init__(self, nodes: Iterable[Node], jobs: Iterable[Job], now: float) -> None:
         self.store = StateStore()
         self.fsm = FSM(self.store)
-        self.index = UsageIndex()
-        self.fsm.listeners.append(self._changed)
+        self.usage = UsageIndexer(self.store)
+        self.fsm.add_indexer(self.usage)
         self.evals: list[Evaluation] = []
         for n in nodes:
             self.commit(ops.NODE_REGISTER, ops.NodeRegister(node=n, now=now))
@@ -190,24 +158,15 @@ class Cluster:
             self.commit(ops.JOB_REGISTER, ops.JobRegister(job=j, eval=ev, now=now))
             self.evals.append(ev)
 
-    def _changed(self, result: ApplyResult) -> None:
-        index = self.index
-        for c in result.changes:
-            if c.topic == "Allocation" and c.obj is not None:
-                index.upsert(c.obj)
-            elif c.topic == "Node" and c.obj is not None:
-                index.put_node(c.obj)
-
     def commit(self, op: str, payload: object) -> ApplyResult:
         result = self.fsm.apply(op, codec.encode(payload))
         if result.error:
             raise RuntimeError(f"{op}: {result.error}")
         return result
 
-    @contextmanager
-    def view(self) -> Iterator[_View]:
-        with self.store.reader() as s:
-            yield _View(s, self.index)
+    def view(self) -> IndexedState:
+        """What a server's worker plans on: a snapshot and a copy of the index at the same index."""
+        return self.usage.state()
 
 
 # -- the plan applier, in-process ----------------------------------------------------------------
@@ -260,7 +219,7 @@ def apply_plan(cluster: Cluster, plan: Plan, evaluation: Evaluation, now: float,
 # -- the naive first-fit baseline ----------------------------------------------------------------
 
 
-def first_fit_plan(state: _View, evaluation: Evaluation, *, now: float, new_id: Callable[[], str],
+def first_fit_plan(state: IndexedState, evaluation: Evaluation, *, now: float, new_id: Callable[[], str],
                    order: list[Node]) -> Plan:
     """Every placement takes the first node of ``order`` that passes the group's
     feasibility checks and fits (resources and ports). Within one evaluation a
@@ -392,11 +351,11 @@ def run(nodes: list[Node], jobs: list[Job], *, first_fit: bool, now: float = 1_0
         start, cpu_start = time.perf_counter(), time.process_time()
         for ev in cluster.evals:
             t = time.perf_counter()
-            with cluster.view() as view:
-                if first_fit:
-                    plan = first_fit_plan(view, ev, now=now, new_id=new_id, order=order)
-                else:
-                    plan = schedule(view, ev, now=now, new_id=new_id)
+            view = cluster.view()
+            if first_fit:
+                plan = first_fit_plan(view, ev, now=now, new_id=new_id, order=order)
+            else:
+                plan = schedule(view, ev, now=now, new_id=new_id)
             clock.schedule += time.perf_counter() - t
             p, r = apply_plan(cluster, plan, ev, now, clock)
             placed += p

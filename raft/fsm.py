@@ -8,9 +8,9 @@ would re-apply an entry whose method raised. Errors come back as values.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 import structlog
@@ -19,7 +19,7 @@ from shoal import codec
 from shoal.jobs.model import Job
 from shoal.jobs.structs import ALLOC_PENDING, NODE_READY, Evaluation
 from shoal.raft import ops
-from shoal.raft.state import StateStore
+from shoal.raft.state import StateSnapshot, StateStore
 
 log = structlog.get_logger("shoal.raft.fsm")
 
@@ -55,10 +55,20 @@ def job_spec(job: Job) -> dict[str, Any]:
     return plain
 
 
+class Indexer(Protocol):
+    def changed(self, changes: list[Change]) -> None: ...
+
+    def rebuild(self, snapshot: StateSnapshot) -> None: ...
+
+
 class FSM:
     def __init__(self, store: StateStore | None = None):
         self.store = store or StateStore()
         self.listeners: list[Callable[[ApplyResult], None]] = []
+        # Derived views of the state (the scheduler's usage index): told of every change while the
+        # store's lock is still held, so a reader taking the lock sees them at the same index as
+        # a snapshot; rebuilt from the store when a snapshot file replaces it.
+        self.indexers: list[Indexer] = []
         self._handlers: dict[str, Callable[[Any, int], ApplyResult]] = {
             ops.JOB_REGISTER: self._job_register,
             ops.JOB_DEREGISTER: self._job_deregister,
@@ -85,12 +95,31 @@ class FSM:
                 )
             else:
                 result = self._apply_one(op, payload)
+            for indexer in self.indexers:
+                try:
+                    indexer.changed(result.changes)
+                except Exception as exc:
+                    log.error("fsm indexer failed; rebuilding it", error=repr(exc))
+                    indexer.rebuild(self.store.snapshot())
         for listener in self.listeners:
             try:
                 listener(result)
             except Exception as exc:
                 log.error("fsm listener failed", error=repr(exc))
         return result
+
+    def restore(self, records: Iterable[tuple[str, Any]]) -> None:
+        """Replace the whole state with a snapshot file's records; derived views are rebuilt."""
+        with self.store.lock:
+            self.store.load_records(records)
+            snap = self.store.snapshot()
+            for indexer in self.indexers:
+                indexer.rebuild(snap)
+
+    def add_indexer(self, indexer: Indexer) -> None:
+        with self.store.lock:
+            indexer.rebuild(self.store.snapshot())
+            self.indexers.append(indexer)
 
     def _apply_one(self, op: str, payload: bytes) -> ApplyResult:
         index = self.store.index + 1

@@ -338,7 +338,7 @@ class RaftNode:
                 for kind, value in unpacker:
                     yield kind, value
 
-        self.fsm.store.load_records(records())
+        self.fsm.restore(records())
         return raft_data[0]
 
 

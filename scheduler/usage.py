@@ -24,7 +24,10 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Container, Iterable, Iterator
+from typing import Any
 from dataclasses import dataclass, field
+
+from immutables import Map
 
 from shoal.jobs.model import Resources
 from shoal.jobs.structs import CLIENT_TERMINAL, DESIRED_RUN, Allocation, Node
@@ -138,14 +141,16 @@ class UsageIndex:
 
     __slots__ = ("nodes", "_allocs", "_caps", "_where", "_cells", "_cell_keys", "_empty", "_empty_keys")
 
+    # Persistent maps (``immutables.Map``): :meth:`view` is O(1) however large the cluster, and a view
+    # never sees later writes. Only the small sorted key lists are copied.
     def __init__(self, nodes: Iterable[Node] = (), allocs: Iterable[Allocation] = ()) -> None:
-        self.nodes: dict[str, NodeUsage] = {}
-        self._allocs: dict[str, Allocation] = {}
-        self._caps: dict[str, tuple[int, int]] = {}  # schedulable node id -> (cpu, memory) offered
-        self._where: dict[str, tuple[bool, tuple[int, int]]] = {}  # node id -> (used?, cell or size class)
-        self._cells: dict[tuple[int, int], dict[str, None]] = {}  # (cpu level, memory level) -> used nodes
+        self.nodes: Map[str, NodeUsage] = Map()
+        self._allocs: dict[str, Allocation] = {}  # the live index's own bookkeeping; views have none
+        self._caps: Map[str, tuple[int, int]] = Map()  # schedulable node id -> (cpu, memory) offered
+        self._where: Map[str, tuple[bool, tuple[int, int]]] = Map()  # node id -> (used?, cell or size class)
+        self._cells: Map[tuple[int, int], Map[str, None]] = Map()  # (cpu level, memory level) -> used nodes
         self._cell_keys: list[tuple[int, int, int]] = []  # sorted (level sum, cpu level, memory level)
-        self._empty: dict[tuple[int, int], dict[str, None]] = {}  # (-cpu, -memory) capacity -> empty nodes
+        self._empty: Map[tuple[int, int], Map[str, None]] = Map()  # (-cpu, -memory) capacity -> empty nodes
         self._empty_keys: list[tuple[int, int]] = []  # sorted: largest first
         for n in nodes:
             self.put_node(n)
@@ -157,13 +162,14 @@ class UsageIndex:
     def put_node(self, node: Node) -> None:
         r, z = node.resources, node.reserved
         if node.schedulable():
-            self._caps[node.id] = (r.cpu - z.cpu, r.memory - z.memory)
-        else:
-            self._caps.pop(node.id, None)
+            self._caps = self._caps.set(node.id, (r.cpu - z.cpu, r.memory - z.memory))
+        elif node.id in self._caps:
+            self._caps = self._caps.delete(node.id)
         self._place(node.id)
 
     def remove_node(self, node_id: str) -> None:
-        self._caps.pop(node_id, None)
+        if node_id in self._caps:
+            self._caps = self._caps.delete(node_id)
         self._place(node_id)
 
     def _place(self, node_id: str) -> None:
@@ -181,43 +187,53 @@ class UsageIndex:
             return
         if old is not None:
             used, key = old
-            table, keys = (self._cells, self._cell_keys) if used else (self._empty, self._empty_keys)
-            members = table[key]
-            del members[node_id]
-            if not members:
-                del table[key]
+            table = self._cells if used else self._empty
+            members = table[key].delete(node_id)
+            if members:
+                table = table.set(key, members)
+            else:
+                table = table.delete(key)
+                keys = self._cell_keys if used else self._empty_keys
                 sort_key = (key[0] + key[1], key[0], key[1]) if used else key
                 del keys[bisect.bisect_left(keys, sort_key)]  # type: ignore[arg-type]
-            del self._where[node_id]
+            if used:
+                self._cells = table
+            else:
+                self._empty = table
+            self._where = self._where.delete(node_id)
         if new is None:
             return
         used, key = new
-        table, keys = (self._cells, self._cell_keys) if used else (self._empty, self._empty_keys)
+        table = self._cells if used else self._empty
         members = table.get(key)
         if members is None:
-            members = table[key] = {}
+            members = Map()
+            keys = self._cell_keys if used else self._empty_keys
             bisect.insort(keys, (key[0] + key[1], key[0], key[1]) if used else key)  # type: ignore[arg-type]
-        members[node_id] = None
-        self._where[node_id] = new
+        table = table.set(key, members.set(node_id, None))
+        if used:
+            self._cells = table
+        else:
+            self._empty = table
+        self._where = self._where.set(node_id, new)
 
     # -- allocations --
 
     def _apply(self, a: Allocation, sign: int) -> None:
-        u = self.nodes.get(a.node_id)
-        if u is None:
-            u = self.nodes[a.node_id] = NodeUsage()
+        # Copy on write: a NodeUsage handed out (by node_usage, or shared with a view) never changes.
+        u = self.nodes.get(a.node_id) or _EMPTY_USAGE
         r = a.resources
-        u.cpu += sign * r.cpu
-        u.memory += sign * r.memory
-        u.disk += sign * r.disk
-        u.allocs += sign
         ports = u.ports
-        for p in a.ports:
-            n = ports.get(p.value, 0) + sign
-            if n > 0:
-                ports[p.value] = n
-            else:
-                ports.pop(p.value, None)
+        if a.ports:
+            ports = dict(ports)
+            for p in a.ports:
+                n = ports.get(p.value, 0) + sign
+                if n > 0:
+                    ports[p.value] = n
+                else:
+                    ports.pop(p.value, None)
+        self.nodes = self.nodes.set(a.node_id, NodeUsage(u.cpu + sign * r.cpu, u.memory + sign * r.memory,
+                                                         u.disk + sign * r.disk, ports, u.allocs + sign))
 
     def upsert(self, alloc: Allocation) -> None:
         old = self._allocs.get(alloc.id)
@@ -242,7 +258,18 @@ class UsageIndex:
     # -- reads --
 
     def node_usage(self, node_id: str) -> NodeUsage:
-        return self.nodes.get(node_id) or NodeUsage()
+        return self.nodes.get(node_id) or _EMPTY_USAGE
+
+    def view(self) -> UsageIndex:
+        """A copy for reading (``node_usage``, ``candidates``) that later writes to this index do not
+        change: what a scheduler plans on while the state moves on. O(1) but for the short sorted lists
+        of capacity cells."""
+        v = UsageIndex.__new__(UsageIndex)
+        v.nodes, v._caps, v._where, v._cells, v._empty = self.nodes, self._caps, self._where, self._cells, self._empty
+        v._allocs = {}  # a view is not written to
+        v._cell_keys = list(self._cell_keys)
+        v._empty_keys = list(self._empty_keys)
+        return v
 
     def node_count(self) -> int:
         """How many schedulable nodes the index orders."""
@@ -266,6 +293,25 @@ class UsageIndex:
                 members = empty.get(key)
                 if members:
                     yield from list(members)
+
+
+class IndexedState:
+    """A scheduler's ``StateReader``: a state snapshot plus a :class:`UsageIndex` taken at the same
+    index, so ``node_usage`` and ``usage_index`` answer without walking allocations."""
+
+    __slots__ = ("_s", "_index")
+
+    def __init__(self, snapshot: Any, index: UsageIndex) -> None:
+        self._s, self._index = snapshot, index
+
+    def __getattr__(self, name: str) -> Any:  # job, job_version, nodes, node, allocs_by_job, allocs_by_node ...
+        return getattr(self._s, name)
+
+    def node_usage(self, node_id: str) -> NodeUsage:
+        return self._index.node_usage(node_id)
+
+    def usage_index(self) -> UsageIndex:
+        return self._index
 
 
 class PlanUsage:

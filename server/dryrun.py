@@ -13,13 +13,14 @@ from shoal.jobs.model import Job
 from shoal.jobs.structs import EVAL_PENDING, Evaluation
 from shoal.raft.fsm import job_spec
 from shoal.raft.state import StateSnapshot
-from shoal.scheduler import schedule
+from shoal.scheduler import SchedulerConfig, schedule
+from shoal.scheduler.usage import IndexedState
 
 
 class WithJob:
     """A snapshot in which one job is replaced: the scheduler's view after a register."""
 
-    def __init__(self, snap: StateSnapshot, job: Job):
+    def __init__(self, snap: StateSnapshot | IndexedState, job: Job):
         self._snap = snap
         self._job = job
 
@@ -32,7 +33,7 @@ class WithJob:
         return getattr(self._snap, name)
 
 
-def plan_job(snap: StateSnapshot, job: Job) -> dict[str, Any]:
+def plan_job(snap: StateSnapshot | IndexedState, job: Job, config: SchedulerConfig | None = None) -> dict[str, Any]:
     old = snap.job(job.namespace, job.id)
     changed = old is None or old.stop or job_spec(old) != job_spec(job)
     candidate = dataclasses.replace(
@@ -46,7 +47,7 @@ def plan_job(snap: StateSnapshot, job: Job) -> dict[str, Any]:
     now = time.time()
     ev = Evaluation(id=new_id(), namespace=job.namespace, job_id=job.id, type=job.type, priority=job.priority,
                     triggered_by="job-plan", status=EVAL_PENDING, create_time=now, modify_time=now)
-    plan = schedule(WithJob(snap, candidate), ev, now=now, new_id=new_id)
+    plan = schedule(WithJob(snap, candidate), ev, now=now, new_id=new_id, config=config)
     per_group: dict[str, dict[str, int]] = {g.name: {"create": 0, "destroy": 0} for g in candidate.groups}
     for allocs in plan.node_allocation.values():
         for a in allocs:

@@ -184,8 +184,8 @@ class Endpoints:
         problems = validate_job(job, filename=str(req.get("source") or "<request>"))
         if problems:
             raise JobFileError(problems)
-        snap = self.store.snapshot()
-        result = await asyncio.to_thread(plan_job, snap, job)
+        snap = self.server.usage.state()
+        result = await asyncio.to_thread(plan_job, snap, job, self.server.leader.scheduler)
         return {"index": snap.index, **result}
 
     async def job_deregister(self, req: dict[str, Any]) -> dict[str, Any]:

@@ -18,8 +18,10 @@ from shoal.raft import ops
 from shoal.raft.fsm import Change
 from shoal.raft.node import RaftNode
 from shoal.raft.state import StateSnapshot, StateStore
+from shoal.scheduler import SchedulerConfig
 from shoal.server.broker import EvalBroker
 from shoal.server.plan_apply import PlanApplier
+from shoal.server.usage import UsageIndexer
 from shoal.server.watch import StateWatch
 from shoal.server.worker import Worker
 
@@ -51,8 +53,11 @@ def node_evals(snap: StateSnapshot, node_id: str, triggered_by: str, now: float)
 
 
 class LeaderDuties:
-    def __init__(self, store: StateStore, raft: RaftNode, watch: StateWatch, *, workers: int, heartbeat_ttl: float):
+    def __init__(self, store: StateStore, raft: RaftNode, watch: StateWatch, usage: UsageIndexer, *, workers: int,
+                 heartbeat_ttl: float, scheduler: SchedulerConfig | None = None):
         self.store = store
+        self.usage = usage
+        self.scheduler = scheduler or SchedulerConfig()
         self.raft = raft
         self.watch = watch
         self.num_workers = workers
@@ -85,7 +90,7 @@ class LeaderDuties:
         for node_id in ready:  # a grace period: every node gets a full TTL to reach us
             self._arm(node_id)
         for i in range(self.num_workers):
-            w = Worker(f"worker-{i}", self.store, self.raft, self.broker, self.planner)
+            w = Worker(f"worker-{i}", self.usage, self.raft, self.broker, self.planner, self.scheduler)
             self._tasks.append(loop.create_task(w.run(), name=f"shoal-{w.name}"))
         log.info("leader duties started", pending_evals=len(pending), nodes=len(ready))
 

@@ -29,6 +29,7 @@ from shoal.raft.node import DEFAULT_WRITE_TIMEOUT, RaftConfig, RaftNode, check_b
 from shoal.rpc.transport import RpcClient, RpcServer
 from shoal.server.endpoints import Endpoints
 from shoal.server.leader import LeaderDuties
+from shoal.server.usage import UsageIndexer
 from shoal.server.watch import StateWatch
 
 log = structlog.get_logger("shoal.server")
@@ -70,8 +71,11 @@ class Server:
             self.fsm,
             on_leadership=self._on_leadership,
         )
+        self.usage = UsageIndexer(self.fsm.store)
+        self.fsm.add_indexer(self.usage)
         self.leader = LeaderDuties(
-            self.fsm.store, self.raft, self.watch, workers=self.cfg.workers, heartbeat_ttl=self.cfg.heartbeat_ttl
+            self.fsm.store, self.raft, self.watch, self.usage, workers=self.cfg.workers,
+            heartbeat_ttl=self.cfg.heartbeat_ttl, scheduler=self.cfg.scheduler_config(),
         )
         Endpoints(self).register(self.rpc)
         check_bindable(self.cfg.raft_bind)  # Raft itself starts later (after joining): fail now if it cannot

@@ -12,11 +12,12 @@ from shoal.ids import new_id
 from shoal.jobs.structs import EVAL_BLOCKED, EVAL_CANCELED, EVAL_COMPLETE, EVAL_FAILED, EVAL_PENDING, Evaluation
 from shoal.raft import ops
 from shoal.raft.node import RaftNode
-from shoal.raft.state import StateSnapshot, StateStore
-from shoal.scheduler import schedule
+from shoal.scheduler import SchedulerConfig, schedule
 from shoal.scheduler.plan import Plan
 from shoal.server.broker import EvalBroker
 from shoal.server.plan_apply import PlanApplier
+from shoal.scheduler.usage import IndexedState
+from shoal.server.usage import UsageIndexer
 
 log = structlog.get_logger("shoal.server.worker")
 
@@ -24,9 +25,11 @@ MAX_PLAN_ATTEMPTS = 5
 
 
 class Worker:
-    def __init__(self, name: str, store: StateStore, raft: RaftNode, broker: EvalBroker, planner: PlanApplier):
+    def __init__(self, name: str, usage: UsageIndexer, raft: RaftNode, broker: EvalBroker, planner: PlanApplier,
+                 config: SchedulerConfig):
         self.name = name
-        self.store = store
+        self.usage = usage
+        self.config = config
         self.raft = raft
         self.broker = broker
         self.planner = planner
@@ -48,9 +51,9 @@ class Worker:
 
     async def process(self, ev: Evaluation) -> None:
         for attempt in range(1, MAX_PLAN_ATTEMPTS + 1):
-            snap = self.store.snapshot()
+            snap = self.usage.state()
             now = time.time()
-            plan = await asyncio.to_thread(schedule, snap, ev, now=now, new_id=new_id)
+            plan = await asyncio.to_thread(schedule, snap, ev, now=now, new_id=new_id, config=self.config)
             evals = self._outcome(ev, plan, snap, now)
             if plan.is_noop():
                 await self.raft.submit(ops.EVAL_UPSERT, ops.EvalUpsert(evals=evals))
@@ -71,7 +74,7 @@ class Worker:
         await self._finish(ev, EVAL_FAILED, f"plan refused {MAX_PLAN_ATTEMPTS} times: the cluster kept changing")
 
     @staticmethod
-    def _outcome(ev: Evaluation, plan: Plan, snap: StateSnapshot, now: float) -> list[Evaluation]:
+    def _outcome(ev: Evaluation, plan: Plan, snap: IndexedState, now: float) -> list[Evaluation]:
         """The evaluation's final record plus those it spawns: delayed reschedules, a blocked
         evaluation for what could not be placed, and one for each job that lost allocations to preemption."""
         blocked = plan.blocked_eval

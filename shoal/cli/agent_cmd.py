@@ -33,6 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bootstrap-expect", "-bootstrap-expect", type=int, default=1)
     p.add_argument("--heartbeat-ttl", type=float, default=5.0, metavar="SECONDS",
                    help="server: a client node missing heartbeats this long is marked down (its work replaced)")
+    p.add_argument("--scheduler-algorithm", choices=("binpack", "spread"), default="binpack",
+                   help="server: pack allocations onto few nodes (binpack) or spread them over many")
+    p.add_argument("--preempt-service-batch", action="store_true",
+                   help="server: let service and batch jobs preempt lower-priority allocations (system jobs always may)")
     p.add_argument("--servers", "-servers", default="", help="comma-separated server API addresses (client)")
     p.add_argument("--client-bind", default="127.0.0.1:0", help="the client's own API address (logs)")
     p.add_argument("--node-name", "-node", default="", help="this node's name (default: hostname)")
@@ -115,6 +119,8 @@ async def run_agent(args: argparse.Namespace) -> int:
                     name=args.node_name,
                     bootstrap_expect=args.bootstrap_expect,
                     heartbeat_ttl=args.heartbeat_ttl,
+                    scheduler_algorithm=args.scheduler_algorithm,
+                    preempt_service_batch=args.preempt_service_batch,
                     raft_min_timeout=0.4 if args.dev else 1.0,
                     raft_max_timeout=0.8 if args.dev else 1.5,
                 )
