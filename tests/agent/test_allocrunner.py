@@ -121,22 +121,29 @@ def test_restart_policy_then_failure(tmp_path: Path, subreaper) -> None:
     assert [e.exit_code for e in ts.events if e.type == "Terminated"] == [3, 3, 3]
 
 
+async def _run_then_lose_the_agent(tmp_path: Path, job, updates: Updates) -> tuple[AllocRunner, int, dict]:
+    """Run task ``t`` until the state file holds its handle, then lose the runner as a killed agent
+    would (nothing stopped or destroyed). Returns (the old runner, the task's pid, the state file)."""
+    first = _runner(tmp_path, job, updates)
+    first.start()
+    await _until(lambda: first.tasks[0].running, what="the task to run")
+    pid = first.tasks[0].handle.pid
+    await _until(lambda: ((load_state(first.dir) or {}).get("tasks") or {}).get("t", {}).get("handle"),
+                 what="the state file to hold the handle")  # written shortly after the change
+    state = load_state(first.dir)
+    assert state["tasks"]["t"]["handle"]["pid"] == pid
+    # A new agent process would have a new driver and runner, and only the state file.
+    first.tasks[0].handle = None  # the old agent process is gone: it neither stops nor destroys the task
+    first._task.cancel()
+    return first, pid, state
+
+
 def test_reattach_after_an_agent_restart(tmp_path: Path, subreaper) -> None:
     job = _job(_task("t", "echo started >> $NOMAD_ALLOC_DIR/runs; exec sleep 30"))
     updates = Updates()
 
     async def scenario() -> None:
-        first = _runner(tmp_path, job, updates)
-        first.start()
-        await _until(lambda: first.tasks[0].running, what="the task to run")
-        pid = first.tasks[0].handle.pid
-        await _until(lambda: ((load_state(first.dir) or {}).get("tasks") or {}).get("t", {}).get("handle"),
-                     what="the state file to hold the handle")  # written shortly after the change
-        state = load_state(first.dir)
-        assert state["tasks"]["t"]["handle"]["pid"] == pid
-        # A new agent process would have a new driver and runner, and only the state file.
-        first.tasks[0].handle = None  # the old agent process is gone: it neither stops nor destroys the task
-        first._task.cancel()
+        first, pid, state = await _run_then_lose_the_agent(tmp_path, job, updates)
         second = _runner(tmp_path, job, updates, drivers={"raw_exec": RawExecDriver()}, restored=state)
         second.start()
         await _until(lambda: second.tasks[0].recovered, what="the re-attached task")
@@ -171,15 +178,7 @@ def test_stop_while_reattaching_stops_the_task(tmp_path: Path, subreaper) -> Non
     updates = Updates()
 
     async def scenario() -> None:
-        first = _runner(tmp_path, job, updates)
-        first.start()
-        await _until(lambda: first.tasks[0].running, what="the task to run")
-        pid = first.tasks[0].handle.pid
-        await _until(lambda: ((load_state(first.dir) or {}).get("tasks") or {}).get("t", {}).get("handle"),
-                     what="the state file to hold the handle")
-        state = load_state(first.dir)
-        first.tasks[0].handle = None
-        first._task.cancel()
+        _, pid, state = await _run_then_lose_the_agent(tmp_path, job, updates)
         driver = SlowRecoverDriver()
         second = _runner(tmp_path, job, updates, drivers={"raw_exec": driver}, restored=state)
         second.start()
