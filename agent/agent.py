@@ -28,7 +28,7 @@ from shoal.agent.taskrunner import TaskRunner, log_paths
 from shoal.config import ClientConfig
 from shoal.errors import InvalidRequest, NotFound, ShoalError
 from shoal.jobs.model import Job
-from shoal.jobs.structs import DESIRED_RUN, TASK_DEAD, AllocUpdate, Allocation, Node, NodeResources
+from shoal.jobs.structs import ALLOC_COMPLETE, CLIENT_TERMINAL, DESIRED_RUN, TASK_DEAD, AllocUpdate, Allocation, Node, NodeResources
 from shoal.rpc.transport import RpcClient, RpcServer
 
 log = structlog.get_logger("shoal.agent")
@@ -255,6 +255,12 @@ class Agent:
             if alloc.desired_status != DESIRED_RUN:
                 if runner is not None and not runner.done:
                     asyncio.get_running_loop().create_task(runner.stop(alloc.desired_description or "alloc stopped"))
+                elif runner is None and alloc.client_status not in CLIENT_TERMINAL and alloc.id not in self._dirty:
+                    # Told to stop, and nothing of it runs here (an earlier agent process died before saving
+                    # its state; its containers were destroyed as unclaimed): say so, or it stays "running".
+                    self._mark_dirty(AllocUpdate(id=alloc.id, client_status=ALLOC_COMPLETE,
+                                                 client_description="not running on this node",
+                                                 task_states=alloc.task_states))
                 continue
             if runner is not None or alloc.terminal():
                 continue
