@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,16 +72,16 @@ def _error_text(stderr: bytes, log_file: Path | None = None) -> str:
     return "; ".join(dict.fromkeys(messages)) or "no error output"
 
 
-_LIMITS: dict[int, asyncio.Semaphore] = {}
+_LIMITS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
 
 
 def _limit() -> asyncio.Semaphore:
     """At most 8 runc processes per CPU at a time (per event loop): a hundred at once (starting or stopping
     a hundred tasks) only thrash the CPUs, and starve the agent's own heartbeats."""
     loop = asyncio.get_running_loop()
-    sem = _LIMITS.get(id(loop))
+    sem = _LIMITS.get(loop)
     if sem is None:
-        sem = _LIMITS[id(loop)] = asyncio.Semaphore(max(8, 8 * (os.cpu_count() or 1)))
+        sem = _LIMITS[loop] = asyncio.Semaphore(max(8, 8 * (os.cpu_count() or 1)))
     return sem
 
 

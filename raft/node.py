@@ -86,8 +86,6 @@ class RaftNode:
         self._flush_scheduled = False
         self._in_flight: dict[int, float] = {}  # entry token -> loop time it was handed to PySyncObj
         self._next_token = 0
-        self.entries_submitted = 0
-        self.writes_submitted = 0
 
     # --- lifecycle ---
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -212,8 +210,6 @@ class RaftNode:
                       chunk: list[tuple[str, bytes, asyncio.Future]]) -> None:
         token = self._next_token = self._next_token + 1
         self._in_flight[token] = loop.time()
-        self.entries_submitted += 1
-        self.writes_submitted += len(chunk)
         futs = [f for _, _, f in chunk]
         if len(chunk) == 1:
             op, data, _ = chunk[0]

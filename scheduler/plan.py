@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from shoal.jobs.model import Job
 from shoal.jobs.structs import Allocation, Evaluation, PlacementFailure
 from shoal.scheduler.reconcile import DesiredUpdates
 
@@ -56,6 +57,17 @@ class Plan:
     blocked_eval: Evaluation | None = None
     # task group -> what the reconciler decided (place, stop, in-place, destructive, ...): for ``job plan``
     annotations: dict[str, DesiredUpdates] = field(default_factory=dict)
+
+    @classmethod
+    def for_evaluation(cls, evaluation: Evaluation, job: Job | None) -> Plan:
+        """An empty plan for ``evaluation`` of ``job`` (None: the job is gone; the evaluation says which)."""
+        return cls(
+            eval_id=evaluation.id,
+            namespace=evaluation.namespace,
+            job_id=evaluation.job_id,
+            job_modify_index=job.job_modify_index if job is not None else evaluation.job_modify_index,
+            priority=job.priority if job is not None else evaluation.priority,
+        )
 
     def is_noop(self) -> bool:
         """No allocation changes (evaluations to create may still be attached)."""

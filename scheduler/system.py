@@ -102,13 +102,7 @@ class SystemScheduler:
     ) -> Plan:
         ns, job_id = evaluation.namespace, evaluation.job_id
         job = state.job(ns, job_id)
-        plan = Plan(
-            eval_id=evaluation.id,
-            namespace=ns,
-            job_id=job_id,
-            job_modify_index=job.job_modify_index if job is not None else evaluation.job_modify_index,
-            priority=job.priority if job is not None else evaluation.priority,
-        )
+        plan = Plan.for_evaluation(evaluation, job)
         allocs = state.allocs_by_job(ns, job_id)
         if job is None or job.stop:
             result = reconcile(job, allocs, tainted_nodes(state, allocs), now=now)

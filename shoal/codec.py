@@ -87,18 +87,15 @@ def _dataclass_encoder(cls: type) -> Callable[[Any], Any]:
     """A function ``obj -> dict`` generated for ``cls`` from its type hints: scalar fields are read as they
     are, nested dataclasses and containers go through their own encoders, anything else through
     ``to_plain``. Built lazily (a class may refer to itself) and once per class."""
-    compiled: list[Callable[[Any], Any]] = []
-
     def encode_first(obj: Any) -> Any:
-        if not compiled:
-            compiled.append(_compile_encoder(cls))
-        return compiled[0](obj)
+        enc = _ENCODERS[cls] = _compile_encoder(cls)  # from now on, straight to the compiled one
+        return enc(obj)
 
     _ENCODERS[cls] = encode_first
     return encode_first
 
 
-def _field_encoder_expr(name: str, hint: Any, env: dict[str, Any]) -> str:
+def _field_encoder_expr(name: str, hint: Any) -> str:
     value = f"o.{name}"
     if _is_scalar_hint(hint):
         return value
@@ -123,7 +120,7 @@ def _field_encoder_expr(name: str, hint: Any, env: dict[str, Any]) -> str:
 def _compile_encoder(cls: type) -> Callable[[Any], Any]:
     hints = _hints(cls)
     env: dict[str, Any] = {"to_plain": to_plain}
-    items = ", ".join(f"{name!r}: {_field_encoder_expr(name, hints.get(name, Any), env)}"
+    items = ", ".join(f"{name!r}: {_field_encoder_expr(name, hints.get(name, Any))}"
                       for name in _field_names(cls))
     src = f"def encode(o):\n    return {{{items}}}\n"
     exec(compile(src, f"<codec encoder {cls.__qualname__}>", "exec"), env)
