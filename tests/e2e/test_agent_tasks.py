@@ -1,4 +1,4 @@
-"""Acceptance, end to end through a dev agent: OOM kills, restart-then-fail, a docker-driver job of the
+"""Acceptance, end to end through a dev agent: OOM kills, restart-then-fail, rescheduling by the servers, a docker-driver job of the
 Nomad corpus run unchanged, and the alloc commands (logs with rotation, exec with and without a tty,
 restart, stop)."""
 
@@ -263,3 +263,49 @@ def _pid(cid: str) -> int | None:
 
     state = json.loads(r.stdout)
     return state["pid"] if state["status"] == "running" else None
+
+
+def test_failed_allocation_is_rescheduled_per_its_reschedule_stanza(agent: DevAgent, tmp_path: Path) -> None:
+    """The agent reports the failure; the servers place a replacement after ``delay``, up to ``attempts``."""
+    r = run_job(agent, tmp_path, "resched", """
+job "resched" {
+  group "g" {
+    restart {
+      attempts = 0
+      mode     = "fail"
+    }
+    reschedule {
+      attempts       = 1
+      interval       = "1h"
+      delay          = "3s"
+      delay_function = "constant"
+      unlimited      = false
+    }
+    task "t" {
+      driver = "docker"
+      config {
+        image   = "busybox:latest"
+        command = "/bin/sh"
+        args    = ["-c", "exit 4"]
+      }
+      resources {
+        cpu    = 20
+        memory = 16
+      }
+    }
+  }
+}
+""")
+
+    def allocs() -> list[dict]:
+        return agent.cli("job", "status", "resched", "--json").json()["allocations"]
+
+    both = wait_for(lambda: (lambda a: a if len(a) == 2 and all(x["client_status"] == "failed" for x in a) else None)(
+        allocs()), 60, "the first allocation and its one replacement to fail")
+    first, second = sorted(both, key=lambda a: a["create_time"])
+    # placed after the delay (less Nomad's one-second window: a reschedule due that soon is done at once)
+    assert second["create_time"] - first["create_time"] >= 2.0
+    replacement = agent.cli("alloc", "status", second["id"], "--json").json()["allocation"]
+    assert [e["prev_alloc_id"] for e in replacement["reschedule_events"]] == [first["id"]]
+    time.sleep(3)  # attempts = 1: no third allocation comes
+    assert len(allocs()) == 2
