@@ -11,7 +11,6 @@ are kept in the data dir, so a restarted server rejoins on its own.
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import socket
 import time
@@ -53,9 +52,6 @@ class Server:
 
     # --- lifecycle ---
     async def start(self) -> None:
-        # The state store is millions of long-lived objects: collect the young generation less often
-        # (every write allocates hundreds of short-lived objects) so collections cost less per write.
-        gc.set_threshold(20_000, 20, 20)
         loop = asyncio.get_running_loop()
         self.watch = StateWatch(loop)
         self.fsm.listeners.append(self.watch.on_apply)

@@ -15,6 +15,7 @@ import structlog
 
 from shoal.config import DEFAULT_ADDRESS, DEFAULT_RAFT_PORT, ClientConfig, ServerConfig
 from shoal.errors import UsageError
+from shoal.gcpolicy import freeze_long_lived_objects
 from shoal.log import configure
 
 log = structlog.get_logger("shoal.agent.cmd")
@@ -63,6 +64,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
     if not (args.dev or args.server or args.client):
         raise UsageError("shoal agent: choose --dev, --server and/or --client")
     configure(level=args.log_level, json=args.log_json)
+    if args.dev or args.server:
+        freeze_long_lived_objects()  # the cluster state must not stall the process in collections
     try:
         import uvloop
 
