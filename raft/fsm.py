@@ -24,6 +24,8 @@ from shoal.raft.state import StateSnapshot, StateStore
 log = structlog.get_logger("shoal.raft.fsm")
 
 # Job fields the servers own; a resubmitted job whose other fields are equal is not a new version.
+# At most this many owned payloads are kept (a batch of writes in flight is a few hundred).
+MAX_OWNED = 4096
 SERVER_JOB_FIELDS = frozenset(
     {"version", "status", "stop", "submit_time", "create_index", "modify_index", "job_modify_index"}
 )
@@ -69,6 +71,9 @@ class FSM:
         # store's lock is still held, so a reader taking the lock sees them at the same index as
         # a snapshot; rebuilt from the store when a snapshot file replaces it.
         self.indexers: list[Indexer] = []
+        # Payloads this server submitted as owned (see RaftNode.submit), by their encoding: applied as
+        # they are, without decoding the entry. Filled on the event loop, taken on the Raft thread.
+        self._owned: dict[bytes, Any] = {}
         self._handlers: dict[str, Callable[[Any, int], ApplyResult]] = {
             ops.JOB_REGISTER: self._job_register,
             ops.JOB_DEREGISTER: self._job_deregister,
@@ -121,6 +126,19 @@ class FSM:
             indexer.rebuild(self.store.snapshot())
             self.indexers.append(indexer)
 
+    def own(self, data: bytes, payload: Any) -> None:
+        """``payload`` is what ``data`` decodes to, and nobody else holds it: apply it as it is."""
+        owned = self._owned
+        owned[data] = payload
+        while len(owned) > MAX_OWNED:  # writes that never committed: forget the oldest
+            try:
+                del owned[next(iter(owned))]
+            except (KeyError, RuntimeError, StopIteration):  # the Raft thread took it meanwhile
+                pass
+
+    def disown(self, data: bytes) -> None:
+        self._owned.pop(data, None)
+
     def _apply_one(self, op: str, payload: bytes) -> ApplyResult:
         index = self.store.index + 1
         try:
@@ -131,7 +149,8 @@ class FSM:
                 if handler is None:
                     result = ApplyResult(index, error=f"unknown operation {op!r}")
                 else:
-                    result = handler(codec.decode(payload, ops.PAYLOADS[op]), index)
+                    obj = self._owned.pop(payload, None) if self._owned else None
+                    result = handler(codec.decode(payload, ops.PAYLOADS[op]) if obj is None else obj, index)
             self.store.bump(index, {c.topic for c in result.changes} | {"_all"})
         except Exception as exc:  # never raise into PySyncObj
             log.error("fsm apply failed", op=op, index=index, error=repr(exc))

@@ -26,6 +26,7 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.serializer import SERIALIZER_STATE
 
 from shoal import codec
+from shoal.deadline import fail_after
 from shoal.errors import NoLeader, ShoalError
 from shoal.raft import ops
 from shoal.raft.fsm import FSM, encode_batch
@@ -43,6 +44,7 @@ MAX_IN_FLIGHT = 2
 # An entry unanswered this long stops holding the next ones back (its callback may never come if the
 # leadership changed under it; its writers' own deadlines fail them).
 IN_FLIGHT_STALL = 0.25
+CHECK_OWNED_WRITES = os.environ.get("SHOAL_CHECK_OWNED_WRITES") == "1"
 
 
 @dataclass(slots=True)
@@ -145,23 +147,34 @@ class RaftNode:
         return {k: (str(v) if not isinstance(v, (int, float, str, bool, type(None))) else v) for k, v in st.items()}
 
     # --- writes ---
-    async def submit(self, op: str, payload: Any, timeout: float = DEFAULT_WRITE_TIMEOUT) -> tuple[int, dict[str, Any]]:
+    async def submit(self, op: str, payload: Any, timeout: float = DEFAULT_WRITE_TIMEOUT, *,
+                     owned: bool = False) -> tuple[int, dict[str, Any]]:
         """Commit ``op`` through Raft; return (index, value) once a majority has it.
 
-        Writes submitted in the same event-loop turn travel as one Raft entry (group commit)."""
+        Writes submitted in the same event-loop turn travel as one Raft entry (group commit).
+
+        ``owned``: the payload's objects were built for this write alone (decoded from a request,
+        not taken from the state store), so when this server applies the entry its FSM may use
+        them as they are instead of decoding the entry's bytes again. Other replicas decode those
+        bytes; the codec's round trip is exact, and with ``SHOAL_CHECK_OWNED_WRITES=1`` (the test
+        suite) every owned write is checked to re-encode to the same bytes."""
         if self._replica is None or self._loop is None:
             raise NoLeader("no cluster leader: this server has not joined its cluster yet")
+        data = codec.encode_compact(payload)  # replicas decode it with from_plain, defaults and all
+        if owned:
+            if CHECK_OWNED_WRITES:
+                _check_round_trip(op, data)
+            self.fsm.own(data, payload)
         fut: asyncio.Future[tuple[Any, int]] = self._loop.create_future()
-        item = (op, codec.encode(payload), fut)
+        item = (op, data, fut)
         self._pending.append(item)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
+        # A timer on the future, not an asyncio.timeout scope: this is the hot path of every write.
+        timer = fail_after(fut, timeout)
         try:
-            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
-            # arrives as the commit lands, and a cancelled worker must stop (leader step-down).
-            async with asyncio.timeout(timeout):
-                result, err = await asyncio.shield(fut)
+            result, err = await fut
         except TimeoutError:
             if self._withdraw(item):
                 raise NoLeader(f"no cluster leader: the write was not committed within {timeout:g}s") from None
@@ -170,7 +183,11 @@ class RaftNode:
         except asyncio.CancelledError:
             self._withdraw(item)
             raise
+        finally:
+            timer.cancel()
         if err != FAIL_REASON.SUCCESS:
+            if owned:
+                self.fsm.disown(data)
             raise NoLeader(f"no cluster leader: write not committed ({_reason(err)}); retry")
         index, value, error = result
         if error:
@@ -183,6 +200,7 @@ class RaftNode:
             self._pending.remove(item)
         except ValueError:
             return False
+        self.fsm.disown(item[1])
         return True
 
     def _flush(self) -> None:
@@ -348,6 +366,13 @@ def check_bindable(bind: str) -> None:
             s.bind((host.strip("[]"), int(port)))
     except (OSError, ValueError) as exc:
         raise ShoalError(f"cannot listen for Raft on {bind}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def _check_round_trip(op: str, data: bytes) -> None:
+    again = codec.encode_compact(codec.decode(data, ops.PAYLOADS[op]))
+    if again != data:
+        raise AssertionError(f"{op}: the payload does not survive the codec exactly, so replicas would "
+                             "differ from this server; do not submit it as owned")
 
 
 def _resolve(fut: asyncio.Future, result: Any, err: int) -> None:

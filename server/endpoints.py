@@ -171,7 +171,8 @@ class Endpoints:
             raise JobFileError(problems)
         now = time.time()
         ev = self._eval(job, "job-register", now)
-        index, value = await self.server.raft.submit(ops.JOB_REGISTER, ops.JobRegister(job=job, eval=ev, now=now))
+        payload = ops.JobRegister(job=job, eval=ev, now=now)  # built for this write alone
+        index, value = await self.server.raft.submit(ops.JOB_REGISTER, payload, owned=True)
         return {"index": index, "eval_id": ev.id, **value}
 
     async def job_plan(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -374,7 +375,7 @@ class Endpoints:
                     if job is not None and not job.stop and (a.namespace, a.job_id) not in evals:
                         evals[(a.namespace, a.job_id)] = self._eval(job, "alloc-failure", now)
         payload = ops.AllocClientUpdate(node_id=node_id, updates=updates, evals=list(evals.values()), now=now)
-        index, value = await self.server.raft.submit(ops.ALLOC_CLIENT_UPDATE, payload)
+        index, value = await self.server.raft.submit(ops.ALLOC_CLIENT_UPDATE, payload, owned=True)
         return {"index": index, **value}
 
     async def alloc_stop(self, req: dict[str, Any]) -> dict[str, Any]:

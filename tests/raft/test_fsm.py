@@ -102,3 +102,42 @@ def test_dump_and_load_round_trip():
     assert [j.version for j in b.job_versions("default", "web")] == [0, 1]
     assert [x.id for x in b.allocs_by_job("default", "web")] == ["a1"]
     assert b.table_index("Allocation") == a.table_index("Allocation")
+
+
+def test_an_owned_payload_is_applied_as_it_is_and_others_decode_the_same_bytes():
+    leader, follower = FSM(), FSM()
+    payload = ops.JobRegister(job=job(), eval=Evaluation(id="e1", job_id="web"), now=1.0)
+    data = codec.encode_compact(payload)
+    leader.own(data, payload)
+    assert not leader.apply(ops.JOB_REGISTER, data).error
+    assert not follower.apply(ops.JOB_REGISTER, data).error
+    mine, theirs = leader.store.snapshot().job("default", "web"), follower.store.snapshot().job("default", "web")
+    assert mine is payload.job  # not decoded again on the server that submitted it
+    assert theirs is not payload.job and theirs == mine
+    assert codec.encode(leader.store.snapshot().eval("e1")) == codec.encode(follower.store.snapshot().eval("e1"))
+    # taken once: the same bytes applied again (another write) are decoded
+    assert not leader.apply(ops.JOB_REGISTER, data).error
+    assert leader.store.snapshot().job("default", "web") is not payload.job
+
+
+def test_owned_payloads_are_bounded_and_can_be_withdrawn():
+    from shoal.raft.fsm import MAX_OWNED
+
+    fsm = FSM()
+    for i in range(MAX_OWNED + 10):
+        fsm.own(f"entry-{i}".encode(), object())
+    assert len(fsm._owned) == MAX_OWNED and b"entry-0" not in fsm._owned
+    fsm.disown(f"entry-{MAX_OWNED + 9}".encode())
+    assert f"entry-{MAX_OWNED + 9}".encode() not in fsm._owned
+
+
+def test_a_payload_that_would_not_survive_the_codec_exactly_is_refused_as_owned():
+    import pytest
+
+    from shoal.raft.node import _check_round_trip
+
+    exact = ops.JobRegister(job=job(), now=1.5)
+    _check_round_trip(ops.JOB_REGISTER, codec.encode_compact(exact))
+    inexact = ops.JobRegister(job=job(), now=2)  # an int where replicas would decode a float
+    with pytest.raises(AssertionError, match="replicas would differ"):
+        _check_round_trip(ops.JOB_REGISTER, codec.encode_compact(inexact))
