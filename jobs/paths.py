@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
-@dataclass(slots=True, frozen=True)
-class Seg:
-    """One step of a field path: an attribute or block name, maybe a label or an index."""
+class Seg(NamedTuple):
+    """One step of a field path: an attribute or block name, maybe a label or an index.
+
+    A named tuple: validation builds one for every block of every job it checks."""
 
     name: str
     label: str | None = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Iterable
 
 from shoal.errors import Ambiguous, NotFound
@@ -11,7 +11,10 @@ SHORT = 8
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID in its usual text form; built directly from 16 random bytes, which
+    is several times cheaper than ``str(uuid.uuid4())`` (every write makes one)."""
+    h = (int.from_bytes(os.urandom(16)) & ~(0xF000 << 64 | 0xC000 << 48) | (0x4000 << 64 | 0x8000 << 48)).to_bytes(16).hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def short(ident: str) -> str:
