@@ -77,7 +77,9 @@ def main() -> int:
                                                       args.channels, method="Status.Leader"))
             followers = [s for s in cluster.servers if s is not leader]
             before = {s.address: cpu_seconds(s.proc.pid) for s in cluster.servers}
+            client_cpu = time.process_time()
             lat, elapsed = asyncio.run(load(leader.address, args.clients, args.seconds, args.channels))
+            client_cpu = time.process_time() - client_cpu
             cores = {s.address: (cpu_seconds(s.proc.pid) - before[s.address]) / elapsed for s in cluster.servers}
         finally:
             cluster.stop()
@@ -95,6 +97,8 @@ def main() -> int:
         "leader_cores": round(cores[leader.address], 2),
         "follower_cores": round(max(cores[f.address] for f in followers), 2),
         "leader_cpu_ms_per_write": round(1000 * cores[leader.address] / (n / elapsed), 3),
+        "follower_cpu_ms_per_write": round(1000 * max(cores[f.address] for f in followers) / (n / elapsed), 3),
+        "client_cpu_ms_per_write": round(1000 * client_cpu / n, 3),
         "rpc_baseline_per_s": round(len(base_lat) / base_elapsed, 1),
         "write_to_rpc_ratio": round((n / elapsed) / (len(base_lat) / base_elapsed), 3),
     }
