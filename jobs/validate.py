@@ -46,6 +46,7 @@ SIGNALS = frozenset(s.name for s in signal.Signals)
 _PORT_LABEL = re.compile(r"^[A-Za-z0-9_-]+$")
 _SERVICE_NAME = re.compile(r"^(?i:[a-z0-9]|[a-z0-9][a-z0-9-]{0,61}[a-z0-9])$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SPACE_OR_CONTROL = re.compile(r"[\x00-\x1f\x7f\s]")
 
 
 @dataclass(slots=True)
@@ -122,7 +123,7 @@ class _Validator:
             self.bad(path, f"the {what} must not be empty")
         elif len(value) > MAX_ID:
             self.bad(path, f"the {what} is too long ({len(value)} characters; at most {MAX_ID})")
-        elif _CONTROL.search(value) or any(c.isspace() for c in value):
+        elif _SPACE_OR_CONTROL.search(value):
             self.bad(path, f"the {what} {_text(value)} must not contain spaces or control characters")
 
     # -- group --
