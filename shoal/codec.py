@@ -31,24 +31,6 @@ def to_plain(obj: Any) -> Any:
     return enc(obj)
 
 
-def _identity(v: Any) -> Any:
-    return v
-
-
-def _plain_dict(d: dict) -> dict:
-    return {k: to_plain(v) for k, v in d.items()}
-
-
-def _plain_seq(seq: Any) -> list:
-    return [to_plain(v) for v in seq]
-
-
-_ENCODERS: dict[type, Callable[[Any], Any]] = {
-    **{t: _identity for t in (type(None), bool, int, float, str, bytes)},
-    dict: _plain_dict, list: _plain_seq, tuple: _plain_seq, set: _plain_seq, frozenset: _plain_seq,
-}
-
-
 def to_compact(obj: Any) -> Any:
     """Like ``to_plain``, but a dataclass field equal to its default is left out: ``from_plain`` fills
     it back in. For Raft entries, which only ``from_plain`` ever reads: a job register is a quarter
@@ -60,18 +42,24 @@ def to_compact(obj: Any) -> Any:
     return enc(obj)
 
 
-def _compact_dict(d: dict) -> dict:
-    return {k: to_compact(v) for k, v in d.items()}
+def _identity(v: Any) -> Any:
+    return v
 
 
-def _compact_seq(seq: Any) -> list:
-    return [to_compact(v) for v in seq]
+def _encoder_table(item: Callable[[Any], Any]) -> dict[type, Callable[[Any], Any]]:
+    """Encoders of the built-in types; containers encode their items with ``item``."""
+    def encode_dict(d: dict) -> dict:
+        return {k: item(v) for k, v in d.items()}
+
+    def encode_seq(seq: Any) -> list:
+        return [item(v) for v in seq]
+
+    return {**{t: _identity for t in (type(None), bool, int, float, str, bytes)},
+            dict: encode_dict, list: encode_seq, tuple: encode_seq, set: encode_seq, frozenset: encode_seq}
 
 
-_COMPACT_ENCODERS: dict[type, Callable[[Any], Any]] = {
-    **{t: _identity for t in (type(None), bool, int, float, str, bytes)},
-    dict: _compact_dict, list: _compact_seq, tuple: _compact_seq, set: _compact_seq, frozenset: _compact_seq,
-}
+_ENCODERS = _encoder_table(to_plain)
+_COMPACT_ENCODERS = _encoder_table(to_compact)
 
 
 def _encoder_for(tp: type, compact: bool = False) -> Callable[[Any], Any]:
@@ -83,9 +71,9 @@ def _encoder_for(tp: type, compact: bool = False) -> Callable[[Any], Any]:
     elif issubclass(tp, (bool, int, float, str, bytes)):
         enc = _identity
     elif issubclass(tp, dict):
-        enc = _compact_dict if compact else _plain_dict
+        enc = table[dict]
     elif issubclass(tp, (list, tuple, set, frozenset)):
-        enc = _compact_seq if compact else _plain_seq
+        enc = table[list]
     else:
         raise TypeError(f"cannot encode {tp.__name__}")
     table[tp] = enc
