@@ -4,10 +4,11 @@ Each write is a `Job.Register` RPC to the leader, acknowledged only after a Raft
 committed it. Concurrent clients keep the pipeline full; writes arriving together share a
 Raft entry (group commit). Prints a summary, then one JSON line.
 
-Baseline, in the same run: the same clients calling `Status.Leader` (a gRPC round trip to the
-leader that touches neither Raft nor the state), the ceiling of any write on this machine.
-``write_to_rpc_ratio`` = writes/s ÷ that baseline. The leader's and followers' CPU use are
-printed too (cores busy during the run).
+Baseline, in the same run: the same clients calling `Status.Leader` (a round trip to the leader
+on the same call streams that touches neither Raft nor the state), the ceiling of any write on
+this machine. ``write_to_rpc_ratio`` = writes/s ÷ that baseline. The leader's and followers'
+CPU use are printed too (cores busy during the run), and the CPU each process spent per write:
+the three servers and this client share the machine's cores.
 Usage: python bench/raft_write.py [--clients 64] [--seconds 10]
 """
 
