@@ -7,6 +7,7 @@ record (``dataclasses.replace``), so a read-only snapshot can share them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from shoal.jobs.model import Job, Resources
 
@@ -215,6 +216,12 @@ class Evaluation:
     modify_time: float = 0.0
     create_index: int = 0
     modify_index: int = 0
+
+    @classmethod
+    def for_job(cls, job: Job, eval_id: str, triggered_by: str, now: float, **fields: Any) -> Evaluation:
+        """A new evaluation of ``job``: its namespace, id, type and priority, created ``now``."""
+        return cls(id=eval_id, namespace=job.namespace, job_id=job.id, type=job.type, priority=job.priority,
+                   triggered_by=triggered_by, create_time=now, modify_time=now, **fields)
 
 
 @dataclass(slots=True)

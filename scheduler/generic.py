@@ -162,20 +162,13 @@ def blocked_evaluation(
     itself blocked is re-blocked (same id) rather than replaced."""
     if evaluation.status == EVAL_BLOCKED:
         return replace(evaluation, failed_tg_allocs=dict(failed), modify_time=now)
-    return Evaluation(
-        id=new_id(),
-        namespace=job.namespace,
-        job_id=job.id,
+    return Evaluation.for_job(
+        job, new_id(), TRIGGER_QUEUED_ALLOCS, now,
         job_modify_index=job.job_modify_index,
-        type=job.type,
-        priority=job.priority,
-        triggered_by=TRIGGER_QUEUED_ALLOCS,
         status=EVAL_BLOCKED,
         status_description=BLOCKED_EVAL_DESC,
         failed_tg_allocs=dict(failed),
         previous_eval=evaluation.id,
-        create_time=now,
-        modify_time=now,
     )
 
 

@@ -223,20 +223,13 @@ def followup_evals(
     for alloc, when in sorted(later, key=lambda x: (x[1], x[0].id)):
         if current is None or when - start >= FOLLOWUP_BATCH_WINDOW:
             start = when
-            current = Evaluation(
-                id=new_id(),
-                namespace=job.namespace,
-                job_id=job.id,
+            current = Evaluation.for_job(
+                job, new_id(), TRIGGER_RETRY_FAILED_ALLOC, now,
                 job_modify_index=job.job_modify_index,
-                type=job.type,
-                priority=job.priority,
-                triggered_by=TRIGGER_RETRY_FAILED_ALLOC,
                 status=EVAL_PENDING,
                 status_description=FOLLOWUP_EVAL_DESC,
                 previous_eval=previous_eval,
                 wait_until=when,
-                create_time=now,
-                modify_time=now,
             )
             evals.append(current)
         owner[alloc.id] = current.id

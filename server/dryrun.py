@@ -45,8 +45,7 @@ def plan_job(snap: StateSnapshot | IndexedState, job: Job, config: SchedulerConf
         stop=False,
     )
     now = time.time()
-    ev = Evaluation(id=new_id(), namespace=job.namespace, job_id=job.id, type=job.type, priority=job.priority,
-                    triggered_by="job-plan", status=EVAL_PENDING, create_time=now, modify_time=now)
+    ev = Evaluation.for_job(job, new_id(), "job-plan", now, status=EVAL_PENDING)
     plan = schedule(WithJob(snap, candidate), ev, now=now, new_id=new_id, config=config)
     per_group: dict[str, dict[str, int]] = {g.name: {"create": 0, "destroy": 0} for g in candidate.groups}
     for allocs in plan.node_allocation.values():

@@ -154,10 +154,7 @@ class Endpoints:
 
     @staticmethod
     def _eval(job: Job, triggered_by: str, now: float, node_id: str = "") -> Evaluation:
-        return Evaluation(
-            id=new_id(), namespace=job.namespace, job_id=job.id, type=job.type, priority=job.priority,
-            triggered_by=triggered_by, node_id=node_id, status=EVAL_PENDING, create_time=now, modify_time=now,
-        )
+        return Evaluation.for_job(job, new_id(), triggered_by, now, node_id=node_id, status=EVAL_PENDING)
 
     # --- jobs ---
     async def job_register(self, req: dict[str, Any]) -> dict[str, Any]:

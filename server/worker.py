@@ -97,8 +97,7 @@ class Worker:
         for ns, job_id in sorted(preempted_jobs):
             job = snap.job(ns, job_id)
             if job is not None:
-                out.append(Evaluation(id=new_id(), namespace=ns, job_id=job_id, type=job.type, priority=job.priority,
-                                      triggered_by="preemption", status=EVAL_PENDING, create_time=now, modify_time=now))
+                out.append(Evaluation.for_job(job, new_id(), "preemption", now, status=EVAL_PENDING))
         return out
 
     async def _finish(self, ev: Evaluation, status: str, description: str) -> None:
