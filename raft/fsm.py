@@ -17,7 +17,7 @@ import structlog
 
 from shoal import codec
 from shoal.jobs.model import Job
-from shoal.jobs.structs import ALLOC_PENDING, NODE_READY, Evaluation
+from shoal.jobs.structs import ALLOC_PENDING, NODE_READY, Allocation, Evaluation
 from shoal.raft import ops
 from shoal.raft.state import StateSnapshot, StateStore
 
@@ -168,6 +168,12 @@ class FSM:
             s.put_eval(ev)
             changes.append(Change(index, "Evaluation", "EvaluationUpdated", ev.id, ev))
 
+    def _update_alloc(self, old: Allocation, index: int, now: float, changes: list[Change], **fields: Any) -> None:
+        """Store ``old`` with ``fields`` changed, as modified at ``index``."""
+        alloc = dataclasses.replace(old, modify_index=index, alloc_modify_index=index, modify_time=now, **fields)
+        self.store.put_alloc(alloc)
+        changes.append(Change(index, "Allocation", "AllocationUpdated", alloc.id, alloc))
+
     def _job_register(self, p: ops.JobRegister, index: int) -> ApplyResult:
         s = self.store
         job = p.job
@@ -260,33 +266,23 @@ class FSM:
             old = s.get_alloc(stop.id)
             if old is None:
                 continue
-            alloc = dataclasses.replace(
-                old,
+            self._update_alloc(
+                old, index, p.now, changes,
                 desired_status=stop.desired_status,
                 desired_description=stop.desired_description,
                 client_status=stop.client_status or old.client_status,
                 preempted_by_allocation=stop.preempted_by_allocation or old.preempted_by_allocation,
-                modify_index=index,
-                alloc_modify_index=index,
-                modify_time=p.now,
             )
-            s.put_alloc(alloc)
-            changes.append(Change(index, "Allocation", "AllocationUpdated", alloc.id, alloc))
         for up in p.inplace:
             old = s.get_alloc(up.id)
             if old is None:
                 continue
-            alloc = dataclasses.replace(
-                old,
+            self._update_alloc(
+                old, index, p.now, changes,
                 job_version=up.job_version,
                 eval_id=up.eval_id or old.eval_id,
                 followup_eval_id=up.followup_eval_id,
-                modify_index=index,
-                alloc_modify_index=index,
-                modify_time=p.now,
             )
-            s.put_alloc(alloc)
-            changes.append(Change(index, "Allocation", "AllocationUpdated", alloc.id, alloc))
         for alloc in p.allocs:
             alloc.create_index = alloc.modify_index = alloc.alloc_modify_index = index
             alloc.client_status = ALLOC_PENDING
