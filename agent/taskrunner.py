@@ -235,6 +235,8 @@ class TaskRunner:
             self.on_change()
             return True
         # It ended while no agent was watching: its exit status is not ours to know.
+        log.warning("a task the earlier agent ran is gone; not re-attached", alloc_id=self.alloc.id,
+                    task=self.task.name, id=handle.id, pid=handle.pid)
         self.handle = handle
         await self._destroy()
         if self.state.state == TASK_RUNNING:

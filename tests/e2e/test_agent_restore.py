@@ -152,6 +152,22 @@ def _sigkill_and_restart(agent: RestartableDevAgent, job: Path) -> None:
     assert logs.count("re-attached to a running task") == 3
 
 
+def _print_diagnostics(root: Path, address: str, job: str) -> None:
+    """What a failure needs to be understood: each allocation's state and events, runc's view, the logs."""
+    import json
+
+    try:
+        for a in allocs(address, job):
+            events = [(e["type"], e.get("message", "")) for t in a["task_states"].values() for e in t["events"]]
+            print(f"alloc {a['id']}: desired={a['desired_status']} client={a['client_status']} events={events}")
+    except Exception as exc:
+        print(f"(allocations unavailable: {exc})")
+    print("runc list:", json.dumps([(c["id"], c["status"], c["pid"]) for c in json.loads(runc_list("--format", "json") or "null") or []]))
+    for name in ("client", "server"):
+        log = root / f"{name}.log"
+        print(f"{name} log (tail):\n" + (log.read_text(errors="replace")[-12000:] if log.exists() else "(none)"))
+
+
 def _spawn(root: Path, name: str, *args: str) -> subprocess.Popen:
     log = open(root / f"{name}.log", "ab")
     try:
@@ -234,6 +250,9 @@ def test_allocation_stopped_while_the_client_was_away(tmp_path: Path, image_dir:
         _wait_exit(client, tmp_path / "client.log")
         states = runc_state()
         assert {i: states.get(f"shoal-{i}-httpd") for i in ids[1:]} == {i: pids[i] for i in ids[1:]}
+    except AssertionError:
+        _print_diagnostics(tmp_path, addr, "keep")
+        raise
     finally:
         _stop(client)
         _stop(server)
