@@ -209,6 +209,7 @@ class TaskRunner:
     async def _resume(self) -> bool:
         """Re-attach to the task an earlier agent process started. True if it is still running."""
         handle, self._restored_handle = self._restored_handle, None
+        starting = handle is None  # the earlier agent died before it saved the task as started
         if handle is None:
             probe = getattr(self.driver, "probe_handle", None)
             if self.state.state == TASK_PENDING and self.state.events and probe is not None:
@@ -232,7 +233,12 @@ class TaskRunner:
             self.started.set()
             log.info("re-attached to a running task", alloc_id=self.alloc.id, task=self.task.name,
                      id=handle.id, pid=handle.pid)
-            self.on_change()
+            if starting:
+                # The saved events stop at "Task Setup", and they are what this agent reports: record the
+                # start the earlier agent saw, or the servers' copy of the events loses it.
+                self._event("Started", "Task started by client")
+            else:
+                self.on_change()
             return True
         # It ended while no agent was watching: its exit status is not ours to know.
         log.warning("a task the earlier agent ran is gone; not re-attached", alloc_id=self.alloc.id,

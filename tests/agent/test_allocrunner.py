@@ -12,6 +12,8 @@ import pytest
 
 from shoal.agent.allocrunner import AllocRunner, load_state
 from shoal.agent.checks import CRITICAL, PASSING, http_check, script_check, tcp_check
+from shoal import codec
+from shoal.agent.drivers.base import TaskHandle
 from shoal.agent.drivers.raw_exec import RawExecDriver
 from shoal.jobs.loader import load_job_text
 from shoal.jobs.structs import AllocUpdate, Allocation
@@ -153,6 +155,48 @@ def test_reattach_after_an_agent_restart(tmp_path: Path, subreaper) -> None:
         await second.stop("test over")
         assert tr.finished and not tr.state.failed
         assert [e.type for e in tr.state.events][-2:] == ["Killing", "Killed"]
+
+    asyncio.run(scenario())
+
+
+class ProbingDriver(RawExecDriver):
+    """raw_exec that finds a task started by an earlier agent from its own records, as the container
+    driver does with runc's state (``probe_handle``)."""
+
+    def __init__(self, handles: dict[tuple[str, str], object]) -> None:
+        super().__init__()
+        self.handles = handles
+
+    def probe_handle(self, alloc_id: str, task: str):
+        return self.handles.get((alloc_id, task))
+
+
+def test_reattach_a_task_the_earlier_agent_saved_as_starting(tmp_path: Path, subreaper) -> None:
+    """The agent died after starting the task but before its state file said so (the file is written
+    within a fraction of a second of a change): the task is re-attached, not started again, and its
+    events say it started, once (they are what the agent reports to the servers)."""
+    job = _job(_task("t", "echo started >> $NOMAD_ALLOC_DIR/runs; exec sleep 30"))
+    updates = Updates()
+
+    async def scenario() -> None:
+        first, pid, state = await _run_then_lose_the_agent(tmp_path, job, updates)
+        saved = state["tasks"]["t"]
+        handle = codec.from_plain(TaskHandle, saved["handle"])
+        # the state file as written between "Task Setup" and "Started"
+        saved["handle"] = None
+        saved["state"]["state"] = "pending"
+        saved["state"]["events"] = [e for e in saved["state"]["events"] if e["type"] in ("Received", "Task Setup")]
+        second = _runner(tmp_path, job, updates, drivers={"raw_exec": ProbingDriver({("a1", "t"): handle})},
+                         restored=state)
+        second.start()
+        await _until(lambda: second.tasks[0].recovered, what="the re-attached task")
+        tr = second.tasks[0]
+        assert tr.running and tr.handle.pid == pid
+        assert (first.dir / "alloc" / "runs").read_text() == "started\n"  # not started twice
+        assert [e.type for e in tr.state.events] == ["Received", "Task Setup", "Started"]
+        assert updates.last is not None and updates.last.task_states["t"].state == "running"
+        await second.stop("test over")
+        assert tr.finished and not tr.state.failed
 
     asyncio.run(scenario())
 
