@@ -223,10 +223,7 @@ class Agent:
                 claimed.add(f"shoal-{alloc.id}-{name}")
                 if t.get("handle"):
                     claimed.add(str(t["handle"].get("id")))
-            self.runners[alloc.id] = runner
-            runner.start()
-            if runner._task is not None:
-                runner._task.add_done_callback(lambda _t: self._want_gc())
+            self._launch(runner)
             log.info("allocation restored", alloc_id=alloc.id, name=alloc.name)
         leftovers = []
         for drv in {id(d): d for d in self.drivers.values()}.values():
@@ -269,11 +266,15 @@ class Agent:
                 log.warning("allocation without its job; skipping", alloc_id=alloc.id)
                 continue
             runner = AllocRunner(alloc, job, self.drivers, self.cfg.data_dir / "allocs", self._mark_dirty)
-            self.runners[alloc.id] = runner
-            runner.start()
-            if runner._task is not None:
-                runner._task.add_done_callback(lambda _t: self._want_gc())
+            self._launch(runner)
             log.info("allocation started", alloc_id=alloc.id, name=alloc.name)
+
+    def _launch(self, runner: AllocRunner) -> None:
+        """Track and start a runner; when it ends, its image may be garbage now."""
+        self.runners[runner.alloc.id] = runner
+        runner.start()
+        if runner._task is not None:
+            runner._task.add_done_callback(lambda _t: self._want_gc())
 
     async def _forget(self, alloc_id: str, runner: AllocRunner) -> None:
         if self.runners.get(alloc_id) is not runner:

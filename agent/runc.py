@@ -100,12 +100,16 @@ class Runc:
     def _base(self) -> list[str]:
         return [self.binary] if self.root is None else [self.binary, "--root", self.root]
 
-    async def _run(self, *args: str, what: str) -> bytes:
+    async def _spawn(self, argv: list[str], what: str, **kwargs: Any) -> spawn.Completed:
+        """Run one runc command (within the per-loop limit); a missing binary is a clear error."""
         try:
             async with _limit():
-                res = await spawn.run([*self._base(), *args])
+                return await spawn.run(argv, **kwargs)
         except FileNotFoundError:
             raise DriverError(f"{what}: the runc binary ({self.binary}) is not installed") from None
+
+    async def _run(self, *args: str, what: str) -> bytes:
+        res = await self._spawn([*self._base(), *args], what)
         if res.returncode != 0:
             raise DriverError(f"{what}: runc failed: {_error_text(res.stderr)}", recoverable=True)
         return res.stdout
@@ -142,14 +146,10 @@ class Runc:
         base = self._base()
         if log_file is not None:
             base += ["--log", str(log_file), "--log-format", "json"]
-        try:
-            async with _limit():
-                res = await spawn.run(
-                    [*base, "run", "--detach", "--pid-file", str(pid_file), "--bundle", str(bundle), container_id],
-                    stdout=stdout, stderr=stderr,
-                )
-        except FileNotFoundError:
-            raise DriverError(f"cannot start container {container_id}: the runc binary ({self.binary}) is not installed") from None
+        res = await self._spawn(
+            [*base, "run", "--detach", "--pid-file", str(pid_file), "--bundle", str(bundle), container_id],
+            f"cannot start container {container_id}", stdout=stdout, stderr=stderr,
+        )
         if res.returncode != 0:
             raise DriverError(
                 f"cannot start container {container_id}: {_error_text(b'', log_file)}",
@@ -162,11 +162,7 @@ class Runc:
 
     async def state(self, container_id: str) -> ContainerState | None:
         """The container's state, or None if runc does not know it."""
-        try:
-            async with _limit():
-                res = await spawn.run([*self._base(), "state", container_id])
-        except FileNotFoundError:
-            raise DriverError(f"runc state {container_id}: the runc binary ({self.binary}) is not installed") from None
+        res = await self._spawn([*self._base(), "state", container_id], f"runc state {container_id}")
         out = res.stdout
         if res.returncode != 0:
             text = _error_text(res.stderr)
