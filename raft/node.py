@@ -2,8 +2,9 @@
 
 PySyncObj settings follow what was measured on this kind of machine (see
 docs/architecture.md): no append batching (a synchronous write would wait a
-tick), a password (its wire format is pickle), a concrete bind address, our
-own msgpack+zlib snapshots (no fork), and a deadline on every write.
+tick), frames sealed with the cluster's password (their content is pickle; see
+``wire``), a concrete bind address, our own msgpack+zlib snapshots (no fork),
+and a deadline on every write.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from shoal.deadline import fail_after
 from shoal.errors import NoLeader, ShoalError
 from shoal.raft import ops
 from shoal.raft.fsm import FSM, encode_batch
+from shoal.raft.wire import SealedTransport, Sealer
 
 log = structlog.get_logger("shoal.raft")
 
@@ -64,9 +66,15 @@ class RaftConfig:
 class _Replica(SyncObj):
     """The replicated object: one dispatching method keeps the journal stable."""
 
-    def __init__(self, fsm: FSM, bind: str, peers: list[str], conf: SyncObjConf):
+    def __init__(self, fsm: FSM, bind: str, peers: list[str], conf: SyncObjConf, sealer: Sealer | None):
         self._shoal_fsm = fsm
-        super().__init__(bind, peers, conf)
+        self._shoal_sealer = sealer
+        super().__init__(bind, peers, conf, transportClass=SealedTransport)
+
+    @property
+    def encryptor(self) -> Sealer | None:
+        """What PySyncObj hands to every connection (and runs its key handshake for): our frames' sealer."""
+        return self._shoal_sealer
 
     @replicated
     def apply(self, op: str, payload: bytes) -> tuple[int, dict[str, Any], str]:
@@ -96,7 +104,7 @@ class RaftNode:
         d.mkdir(parents=True, exist_ok=True)
         check_bindable(self.cfg.bind)
         conf = SyncObjConf(
-            password=self.cfg.password,
+            password=None,  # frames are sealed by ``wire`` with the password, not by PySyncObj's Fernet
             bindAddress=self.cfg.bind,
             journalFile=str(d / "raft.journal"),
             fullDumpFile=str(d / "raft.snapshot"),
@@ -118,7 +126,8 @@ class RaftNode:
             connectionRetryTime=1.0,
             connectionTimeout=max(3.5, self.cfg.max_timeout),
         )
-        self._replica = _Replica(self.fsm, self.cfg.bind, list(self.cfg.peers), conf)
+        sealer = Sealer(self.cfg.password) if self.cfg.password else None
+        self._replica = _Replica(self.fsm, self.cfg.bind, list(self.cfg.peers), conf, sealer)
         log.info("raft started", bind=self.cfg.bind, peers=self.cfg.peers, data_dir=str(d))
 
     def stop(self) -> None:
