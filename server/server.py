@@ -124,13 +124,14 @@ class Server:
         me = self.cfg.raft_bind
         while True:
             infos: list[dict[str, Any]] = []
+            unanswered: dict[str, str] = {}
             for addr in self.cfg.join:
                 if addr == self.cfg.rpc_bind:
                     continue
                 try:
                     infos.append(await self._peer(addr).call("Server.Info", {}, timeout=2.0))
-                except ShoalError:
-                    continue
+                except ShoalError as err:
+                    unanswered[addr] = str(err)
             for info in infos:
                 self._learned[info["raft"]] = info["api"]
             formed = [i for i in infos if i.get("leader")]
@@ -147,7 +148,7 @@ class Server:
                     log.warning("joining the cluster failed; retrying", error=str(err))
             elif len(infos) >= want:
                 return [i["raft"] for i in infos]
-            log.info("waiting for peers", known=len(infos), expect=self.cfg.bootstrap_expect)
+            log.info("waiting for peers", known=len(infos), expect=self.cfg.bootstrap_expect, unanswered=unanswered)
             await asyncio.sleep(JOIN_RETRY)
 
     async def _register_member(self) -> None:
