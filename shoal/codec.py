@@ -209,7 +209,6 @@ def _dataclass_decoder(cls: type) -> Callable[[Any], Any]:
     return decode_first
 
 
-_MISSING = object()
 _COMPILED: dict[type, Callable[[Any], Any]] = {}
 _COMPILING: set[type] = set()
 
@@ -274,8 +273,10 @@ def _compile_decoder(cls: type) -> Callable[[Any], Any]:
             return cls(**{k: decoders[k](x) for k, x in v.items() if k in decoders})
         return decode_kwargs
     # The fast path: a bare instance whose fields are set one by one, without building keyword arguments.
-    env: dict[str, Any] = {"cls": cls, "new": object.__new__, "M": _MISSING}
-    lines = ["def decode(v):", "    if v is None:", "        return None", "    get = v.get", "    o = new(cls)"]
+    # A membership test per field, then a lookup only for the fields present: Raft entries leave out
+    # every field equal to its default (``to_compact``), so most fields are absent.
+    env: dict[str, Any] = {"cls": cls, "new": object.__new__}
+    lines = ["def decode(v):", "    if v is None:", "        return None", "    o = new(cls)"]
     for f in fields:
         name = f.name
         conv = _field_decoder_expr(name, hints[name], env)
@@ -288,8 +289,11 @@ def _compile_decoder(cls: type) -> Callable[[Any], Any]:
         else:
             env["missing_field"] = _missing_field
             missing = f"missing_field(cls, {name!r})"
-        lines.append(f"    x = get({name!r}, M)")
-        lines.append(f"    o.{name} = {missing} if x is M else {conv}")
+        if conv == "x":
+            lines.append(f"    o.{name} = v[{name!r}] if {name!r} in v else {missing}")
+        else:
+            lines += [f"    if {name!r} in v:", f"        x = v[{name!r}]", f"        o.{name} = {conv}",
+                      "    else:", f"        o.{name} = {missing}"]
     lines.append("    return o")
     exec(compile("\n".join(lines) + "\n", f"<codec decoder {cls.__qualname__}>", "exec"), env)
     return env["decode"]
