@@ -270,13 +270,16 @@ def _compile_decoder(cls: type) -> Callable[[Any], Any]:
         def decode_kwargs(v: Any) -> Any:  # through __init__: frozen classes, __post_init__ checks
             if v is None:
                 return None
+            if not isinstance(v, dict):
+                _not_a_map(cls, v)
             return cls(**{k: decoders[k](x) for k, x in v.items() if k in decoders})
         return decode_kwargs
     # The fast path: a bare instance whose fields are set one by one, without building keyword arguments.
     # A membership test per field, then a lookup only for the fields present: Raft entries leave out
     # every field equal to its default (``to_compact``), so most fields are absent.
-    env: dict[str, Any] = {"cls": cls, "new": object.__new__}
-    lines = ["def decode(v):", "    if v is None:", "        return None", "    o = new(cls)"]
+    env: dict[str, Any] = {"cls": cls, "new": object.__new__, "not_a_map": _not_a_map}
+    lines = ["def decode(v):", "    if v is None:", "        return None", "    if not isinstance(v, dict):",
+             "        not_a_map(cls, v)", "    o = new(cls)"]
     for f in fields:
         name = f.name
         conv = _field_decoder_expr(name, hints[name], env)
@@ -301,6 +304,10 @@ def _compile_decoder(cls: type) -> Callable[[Any], Any]:
 
 def _missing_field(cls: type, name: str) -> Any:
     raise TypeError(f"{cls.__name__}: missing required field {name!r}")
+
+
+def _not_a_map(cls: type, value: Any) -> Any:
+    raise TypeError(f"{cls.__name__}: expected a map of fields, got {type(value).__name__}")
 
 
 def encode(obj: Any) -> bytes:

@@ -115,3 +115,11 @@ def test_frozen_classes_decode_through_their_init():
 def test_unknown_types_are_refused():
     with pytest.raises(TypeError, match="cannot encode object"):
         codec.to_plain(object())
+
+
+@pytest.mark.parametrize("value", [["id", "a1"], "id", 7])
+def test_a_record_that_is_not_a_map_is_refused(value):
+    with pytest.raises(TypeError, match="Allocation: expected a map of fields, got"):
+        codec.from_plain(Allocation, value)
+    with pytest.raises(TypeError, match="Problem: expected a map of fields, got"):
+        codec.from_plain(Problem, value)  # a frozen class, decoded through its __init__
