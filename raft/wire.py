@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import pickle
 import struct
+import time
 
 import structlog
 from cryptography.exceptions import InvalidTag
@@ -46,6 +47,7 @@ PBKDF2_ITERATIONS = 100_000  # as PySyncObj's
 NONCE = 12
 _LENGTH = struct.Struct("<I")
 _COUNTER = struct.Struct(">4xQ")  # 12-byte nonce: 4 zero bytes, then a 64-bit count
+WARN_EVERY = 30.0  # seconds between warnings about frames that did not open
 
 
 class FrameError(Exception):
@@ -142,7 +144,7 @@ class SealedConnection(TcpConnection):
                 if rand_key != self.recvRandKey:
                     raise FrameError("a frame was meant for another connection")
         except Exception as exc:  # never into PySyncObj's loop: the connection goes, it reconnects
-            log.warning("raft connection closed: bad frame", reason=str(exc) or type(exc).__name__)
+            _warn_bad_frame(str(exc) or type(exc).__name__)
             self.disconnect()
             return None
         self._TcpConnection__readBuffer = buf[4 + size:]
@@ -161,6 +163,19 @@ class SealedConnection(TcpConnection):
     def disconnect(self) -> None:
         self._tx = self._rx = None
         super().disconnect()
+
+
+_last_warning = -WARN_EVERY
+
+
+def _warn_bad_frame(reason: str) -> None:
+    # A peer with another password (or an older shoal) reconnects every second: say so now and then.
+    global _last_warning
+    now = time.monotonic()
+    if now - _last_warning >= WARN_EVERY:
+        _last_warning = now
+        log.warning("raft connection closed: a peer's frame did not open; do all servers share the Raft "
+                    "password and the shoal version?", reason=reason)
 
 
 def _seal(conn: TcpConnection) -> None:
