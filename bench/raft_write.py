@@ -72,7 +72,7 @@ async def load(address: str, clients: int, seconds: float, channels: int,
 
 
 async def paced(address: str, rate: float, seconds: float, channels: int) -> tuple[list[float], float]:
-    """Open loop: ``rate`` writes/s for ``seconds``, sent when due (in 1 ms ticks) whatever the answers
+    """Open loop: ``rate`` writes/s for ``seconds``, sent when due (in 5 ms ticks) whatever the answers
     do. Latencies are counted from each write's due time. Returns them and the achieved writes/s."""
     conns = [RpcClient(address, timeout=30) for _ in range(channels)]
     latencies: list[float] = []
@@ -89,7 +89,7 @@ async def paced(address: str, rate: float, seconds: float, channels: int) -> tup
         due_now = min(total, int((now - start) * rate) + 1)
         for i in range(len(tasks), due_now):
             tasks.append(asyncio.ensure_future(write(i, start + i / rate)))
-        await asyncio.sleep(0.001)
+        await asyncio.sleep(0.005)
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - start
     for c in conns:
