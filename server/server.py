@@ -2,10 +2,11 @@
 leader duties when leading.
 
 Forming a cluster: ``--join`` names other servers' API addresses. A new server asks
-them (``Server.Info``) for their Raft addresses; when a cluster already has a leader
-the server asks it to add this one as a peer, otherwise it waits until it knows
-``bootstrap_expect - 1`` peers and they start together. The peers it started with
-are kept in the data dir, so a restarted server rejoins on its own.
+them (``Server.Info``) for their Raft addresses; when a cluster already counts it among
+its peers it starts with them; when a cluster already has a leader the server asks it
+to add this one as a peer; otherwise it waits until it knows ``bootstrap_expect - 1``
+peers and they start together (``plan_join``). The peers it started with are kept in
+the data dir, so a restarted server rejoins on its own.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -35,6 +37,35 @@ log = structlog.get_logger("shoal.server")
 
 MAX_FORWARD_HOPS = 2
 JOIN_RETRY = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class StartWith:
+    peers: list[str]  # the other servers' Raft addresses
+
+
+@dataclass(frozen=True, slots=True)
+class AskLeader:
+    api: str  # the leader's API address: it adds this server as a peer
+
+
+def plan_join(infos: list[dict[str, Any]], me: str, want: int) -> StartWith | AskLeader | None:
+    """What a server without Raft peers does with the ``Server.Info`` answers of the servers it was
+    told to join (``me``: its own Raft address; ``want``: bootstrap_expect - 1). None: ask again later.
+
+    A cluster that already counts this server among its Raft peers is started with, leader or not:
+    its other servers learned this one's address while it was still asking around, and they cannot
+    elect a leader without its vote if one of them is down."""
+    formed = [i for i in infos if i.get("leader")]
+    if formed:
+        peers = formed[0].get("peers", ())
+        return StartWith([p for p in peers if p != me]) if me in peers else AskLeader(formed[0]["api"])
+    counted_in = next((i for i in infos if me in i.get("peers", ())), None)
+    if counted_in is not None:
+        return StartWith([p for p in counted_in["peers"] if p != me])
+    if len(infos) >= want:
+        return StartWith([i["raft"] for i in infos])
+    return None
 
 
 class Server:
@@ -134,20 +165,18 @@ class Server:
                     unanswered[addr] = str(err)
             for info in infos:
                 self._learned[info["raft"]] = info["api"]
-            formed = [i for i in infos if i.get("leader")]
-            if formed:
-                if any(me in i.get("peers", ()) for i in formed):
-                    return [p for p in formed[0]["peers"] if p != me]
+            step = plan_join(infos, me, want)
+            if isinstance(step, StartWith):
+                return step.peers
+            if isinstance(step, AskLeader):
                 try:
-                    resp = await self._peer(formed[0]["api"]).call(
+                    resp = await self._peer(step.api).call(
                         "Operator.RaftAddPeer", {"raft": me, "api": self.cfg.rpc_bind, "name": self.name}, timeout=15.0
                     )
                     log.info("joined an existing cluster", peers=resp["peers"])
                     return [p for p in resp["peers"] if p != me]
                 except ShoalError as err:
                     log.warning("joining the cluster failed; retrying", error=str(err))
-            elif len(infos) >= want:
-                return [i["raft"] for i in infos]
             log.info("waiting for peers", known=len(infos), expect=self.cfg.bootstrap_expect, unanswered=unanswered)
             await asyncio.sleep(JOIN_RETRY)
 
