@@ -24,10 +24,10 @@ def test_a_cluster_with_a_leader_is_asked_to_add_this_server():
 
 
 def test_a_cluster_that_counts_this_server_in_is_started_with_even_without_a_leader():
-    """The race tests/raft/test_cluster.py hit once: servers 1 and 3 formed a cluster with server 2 in it while server 2 still
-    waited to hear from server 1 (its first call came before server 1 listened). Both then died and
-    server 3 came back alone: it cannot elect a leader without server 2's vote, and server 2, hearing
-    only from server 3, would have waited for a second answer forever."""
+    """The race tests/raft/test_cluster.py hit once: servers 1 and 3 formed a cluster with server 2
+    in it while server 2 still waited to hear from server 1 (its first call came before server 1
+    listened). Both then died and server 3 came back alone: it cannot elect a leader without server
+    2's vote, and server 2, hearing only from server 3, would have waited for a second answer forever."""
     cluster = ("127.0.0.1:7001", ME, "127.0.0.3:7001")
     restarted = info("127.0.0.3:7001", leader=None, peers=cluster)
     assert plan_join([restarted], ME, want=2) == StartWith(["127.0.0.1:7001", "127.0.0.3:7001"])
