@@ -39,6 +39,12 @@ OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE),
     ("grpc.keepalive_time_ms", 20000),
     ("grpc.enable_retries", 0),
+    # A server that was down is dialled again within a fraction of a second, and never more than 5 s
+    # apart (gRPC's defaults: 1 s, growing to 2 minutes: an agent could wait that long after its
+    # server came back, and a joining server's first call to a peer not yet listening cost it 1 s).
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 5000),
 ]
 
 Unary = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
