@@ -10,8 +10,8 @@ follower answers each message. Shoal's entries are compact msgpack already, so h
 one pass of an AEAD, no compression, no base64. Under 64 clients' job registrations (three servers
 and the clients on two cores), the leader's Raft thread used 0.30 cores for 2,000-2,400 writes/s
 with PySyncObj's frames and 0.22 cores for 3,200-3,500 writes/s with these (per-thread CPU read
-from /proc); ``bench/raft_write.py``, run alternately with and without, went from 2,000-2,650 to
-2,350-3,150 writes/s.
+from /proc); ``bench/raft_write.py``, run alternately without and with them (3 pairs), went from
+1,930-2,450 to 2,570-2,880 writes/s.
 
 Keys. The master key is derived from the cluster's Raft password (PBKDF2-SHA256). PySyncObj's
 handshake has each end of a connection send a fresh random 32-byte key; once a side knows the key
