@@ -49,6 +49,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SPACE_OR_CONTROL = re.compile(r"[\x00-\x1f\x7f\s]")
 
 
+_NO_SOURCE = SourceMap()  # a job that came without a file: no lines (the validator only reads it)
+
+
 @dataclass(slots=True)
 class Findings:
     problems: list[Problem] = field(default_factory=list)
@@ -62,7 +65,7 @@ def validate_job(job: Job, source: SourceMap | None = None, filename: str = "") 
 
 def check_job(job: Job, source: SourceMap | None = None, filename: str = "") -> Findings:
     """Problems, and warnings about settings that have no effect on shoal."""
-    v = _Validator(source or SourceMap(), filename)
+    v = _Validator(source or _NO_SOURCE, filename)
     v.job(job)
     return v.out
 
@@ -212,29 +215,29 @@ class _Validator:
 
     def task(self, g: TaskGroup, t: Task, path: FieldPath, labels: set[str]) -> None:
         self.name(path, t.name, "task")
-        dpath = child(path, "driver")
+        # Paths are built only for what is reported: every job submitted passes through here.
         if not t.driver:
-            self.bad(dpath, f'the task needs a driver: driver = "container" (shoal runs {", ".join(DRIVERS)})')
+            self.bad(child(path, "driver"),
+                     f'the task needs a driver: driver = "container" (shoal runs {", ".join(DRIVERS)})')
         elif t.driver not in DRIVERS:
-            self.bad(dpath, f"unsupported driver {_text(t.driver)}: shoal runs {', '.join(_text(d) for d in DRIVERS)}")
+            self.bad(child(path, "driver"),
+                     f"unsupported driver {_text(t.driver)}: shoal runs {', '.join(_text(d) for d in DRIVERS)}")
         else:
-            cpath = child(path, "config")
             for f in check_config(t.driver, t.config):
-                p = child(cpath, f.key) if f.key else cpath
-                (self.warn if f.warning else self.bad)(p, f.message)
+                cpath = child(path, "config")
+                (self.warn if f.warning else self.bad)(child(cpath, f.key) if f.key else cpath, f.message)
             ports = t.config.get("ports") if t.driver in ("docker", "container") else None
             if isinstance(ports, list):
                 for label in ports:
                     if isinstance(label, str) and label not in labels:
-                        self.bad(child(cpath, "ports"), self.no_port(label, labels))
+                        self.bad(child(child(path, "config"), "ports"), self.no_port(label, labels))
         r = t.resources
-        rpath = child(path, "resources")
         if r.cpu <= 0:
-            self.bad(child(rpath, "cpu"), f"cpu must be more than 0 MHz, got {r.cpu}")
+            self.bad(child(child(path, "resources"), "cpu"), f"cpu must be more than 0 MHz, got {r.cpu}")
         if r.memory <= 0:
-            self.bad(child(rpath, "memory"), f"memory must be more than 0 MB, got {r.memory}")
+            self.bad(child(child(path, "resources"), "memory"), f"memory must be more than 0 MB, got {r.memory}")
         if r.memory_max and r.memory_max < r.memory:
-            self.bad(child(rpath, "memory_max"),
+            self.bad(child(child(path, "resources"), "memory_max"),
                      f"memory_max ({r.memory_max} MB) must be at least memory ({r.memory} MB), or 0 for no limit above it")
         if t.kill_timeout < 0:
             self.bad(child(path, "kill_timeout"), "kill_timeout must not be negative")
