@@ -36,6 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from support.cluster import ServerCluster  # noqa: E402
 
+from shoal.gcpolicy import freeze_long_lived_objects  # noqa: E402
 from shoal.rpc.transport import RpcClient  # noqa: E402
 
 
@@ -113,6 +114,9 @@ def main() -> int:
     ap.add_argument("--channels", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=10.0)
     args = ap.parse_args()
+    # The servers' GC policy in this load generator too: its thousands of tasks and futures made
+    # its own full collections stall it for tens of milliseconds, which counted as commit latency.
+    freeze_long_lived_objects()
     with tempfile.TemporaryDirectory(prefix="shoal-raft-bench-") as tmp:
         cluster = ServerCluster(Path(tmp), 3)
         try:
