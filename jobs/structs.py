@@ -219,7 +219,7 @@ class Evaluation:
 
     @classmethod
     def for_job(cls, job: Job, eval_id: str, triggered_by: str, now: float, **fields: Any) -> Evaluation:
-        """A new evaluation of ``job``: its namespace, id, type and priority, created ``now``."""
+        """A new (pending) evaluation of ``job``: its namespace, id, type and priority, created ``now``."""
         return cls(id=eval_id, namespace=job.namespace, job_id=job.id, type=job.type, priority=job.priority,
                    triggered_by=triggered_by, create_time=now, modify_time=now, **fields)
 

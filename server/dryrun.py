@@ -10,7 +10,7 @@ from shoal import codec
 from shoal.ids import new_id
 from shoal.jobs.diff import diff_jobs
 from shoal.jobs.model import Job
-from shoal.jobs.structs import EVAL_PENDING, Evaluation
+from shoal.jobs.structs import Evaluation
 from shoal.raft.fsm import job_spec
 from shoal.raft.state import StateSnapshot
 from shoal.scheduler import SchedulerConfig, schedule
@@ -45,7 +45,7 @@ def plan_job(snap: StateSnapshot | IndexedState, job: Job, config: SchedulerConf
         stop=False,
     )
     now = time.time()
-    ev = Evaluation.for_job(job, new_id(), "job-plan", now, status=EVAL_PENDING)
+    ev = Evaluation.for_job(job, new_id(), "job-plan", now)
     plan = schedule(WithJob(snap, candidate), ev, now=now, new_id=new_id, config=config)
     per_group: dict[str, dict[str, int]] = {g.name: {"create": 0, "destroy": 0} for g in candidate.groups}
     for allocs in plan.node_allocation.values():

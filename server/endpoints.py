@@ -18,7 +18,6 @@ from shoal.ids import new_id, resolve_prefix
 from shoal.jobs.model import Job
 from shoal.jobs.structs import (
     ALLOC_RUNNING,
-    EVAL_PENDING,
     NODE_DOWN,
     AllocUpdate,
     Allocation,
@@ -154,7 +153,7 @@ class Endpoints:
 
     @staticmethod
     def _eval(job: Job, triggered_by: str, now: float, node_id: str = "") -> Evaluation:
-        return Evaluation.for_job(job, new_id(), triggered_by, now, node_id=node_id, status=EVAL_PENDING)
+        return Evaluation.for_job(job, new_id(), triggered_by, now, node_id=node_id)
 
     # --- jobs ---
     async def job_register(self, req: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import time
 import structlog
 
 from shoal.ids import new_id
-from shoal.jobs.structs import EVAL_BLOCKED, EVAL_CANCELED, EVAL_COMPLETE, EVAL_FAILED, EVAL_PENDING, Evaluation
+from shoal.jobs.structs import EVAL_BLOCKED, EVAL_CANCELED, EVAL_COMPLETE, EVAL_FAILED, Evaluation
 from shoal.raft import ops
 from shoal.raft.node import RaftNode
 from shoal.scheduler import SchedulerConfig, schedule
@@ -97,7 +97,7 @@ class Worker:
         for ns, job_id in sorted(preempted_jobs):
             job = snap.job(ns, job_id)
             if job is not None:
-                out.append(Evaluation.for_job(job, new_id(), "preemption", now, status=EVAL_PENDING))
+                out.append(Evaluation.for_job(job, new_id(), "preemption", now))
         return out
 
     async def _finish(self, ev: Evaluation, status: str, description: str) -> None:
