@@ -68,7 +68,7 @@ class Sealer:
     def session(self, rand_key: bytes) -> Session:
         """The key for frames sent to the end of a connection that chose ``rand_key``."""
         key = HKDF(algorithm=hashes.SHA256(), length=32, salt=SALT, info=b"session " + rand_key).derive(self._master)
-        return Session(rand_key, AESGCM(key))
+        return Session(AESGCM(key))
 
     def seal_first(self, data: bytes) -> bytes:
         nonce = os.urandom(NONCE)
@@ -84,10 +84,9 @@ class Sealer:
 class Session:
     """One direction of one connection: frames numbered 0, 1, 2, ... under a key of their own."""
 
-    __slots__ = ("rand_key", "_aead", "_count")
+    __slots__ = ("_aead", "_count")
 
-    def __init__(self, rand_key: bytes, aead: AESGCM):
-        self.rand_key = rand_key
+    def __init__(self, aead: AESGCM):
         self._aead = aead
         self._count = 0
 
@@ -112,7 +111,9 @@ class SealedConnection(TcpConnection):
     """PySyncObj's connection with shoal's frames. ``encryptor`` is the cluster's ``Sealer`` (or None).
 
     It adds no state of its own to ``TcpConnection`` before its first frame (sessions are made
-    lazily), so ``SealedTransport`` can turn a connection PySyncObj built into one of these."""
+    lazily), so ``SealedTransport`` can turn a connection PySyncObj built into one of these. A
+    connection's random keys are set once by the handshake and cleared by ``disconnect``, which
+    drops the sessions with them."""
 
     _tx: Session | None = None
     _rx: Session | None = None
@@ -126,7 +127,7 @@ class SealedConnection(TcpConnection):
             if not self.sendRandKey:
                 data = sealer.seal_first(data)
             else:
-                if self._tx is None or self._tx.rand_key != self.sendRandKey:
+                if self._tx is None:
                     self._tx = sealer.session(self.sendRandKey)
                 data = self._tx.seal(data)
         self._TcpConnection__writeBuffer += _LENGTH.pack(len(data)) + data
@@ -159,7 +160,7 @@ class SealedConnection(TcpConnection):
             return frame
         if not self.recvRandKey:
             return sealer.open_first(frame)
-        if self._rx is None or self._rx.rand_key != self.recvRandKey:
+        if self._rx is None:
             self._rx = sealer.session(self.recvRandKey)
         return self._rx.open(frame)
 
