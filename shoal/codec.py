@@ -87,6 +87,15 @@ def _enum_value(e: enum.Enum) -> Any:
 _SCALARS = (type(None), bool, int, float, str, bytes)
 
 
+def _without_none(tp: Any) -> Any:
+    """``X`` for ``X | None`` (``Optional[X]``); any other hint as it is."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
 def _is_scalar_hint(tp: Any) -> bool:
     """A hint whose values msgpack packs as they are (exactly what to_plain would return)."""
     origin = typing.get_origin(tp)
@@ -116,12 +125,8 @@ def _field_encoder_expr(value: str, hint: Any, plain: str) -> str:
     function for values that need one (``to_plain`` or ``to_compact``)."""
     if _is_scalar_hint(hint):
         return value
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        rest = [a for a in args if a is not type(None)]
-        if len(rest) == 1:
-            hint, origin, args = rest[0], typing.get_origin(rest[0]), typing.get_args(rest[0])
+    hint = _without_none(hint)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (list, set, frozenset, tuple) and args and (origin is not tuple or len(args) == 1 or
                                                              (len(args) == 2 and args[1] is Ellipsis)):
         if _is_scalar_hint(args[0]):
@@ -170,11 +175,10 @@ def from_plain(tp: Any, value: Any) -> Any:
 def _decoder(tp: Any) -> Callable[[Any], Any]:
     """A decoding function for ``tp``, built once per type from its hints (the hot path of every RPC
     and every Raft apply)."""
+    if _without_none(tp) is not tp:
+        return _decoder(_without_none(tp))  # every decoder passes None through
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return _decoder(args[0])  # every decoder passes None through
         return _identity  # a union of scalars: the wire value is already right
     if origin in (list, set, frozenset, tuple):
         (arg, *_) = typing.get_args(tp) or (Any,)
@@ -227,11 +231,7 @@ def _compiled_decoder(cls: type) -> Callable[[Any], Any]:
 def _element_decoder(tp: Any) -> Callable[[Any], Any]:
     """The decoder of ``tp`` to call from generated code: a dataclass's compiled function itself (no
     wrapper), unless that class is being compiled right now (a class that contains itself)."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            tp = args[0]
+    tp = _without_none(tp)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp) and tp not in _COMPILING:
         return _compiled_decoder(tp)
     return _decoder(tp)
@@ -240,11 +240,8 @@ def _element_decoder(tp: Any) -> Callable[[Any], Any]:
 def _field_decoder_expr(name: str, hint: Any, env: dict[str, Any]) -> str:
     """An expression decoding the wire value ``x`` of field ``name``; containers of dataclasses are
     decoded inline, without a call per container."""
+    hint = _without_none(hint)
     origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if len(args) == 1:
-            hint, origin = args[0], typing.get_origin(args[0])
     if origin is list or origin is dict:
         elem = (typing.get_args(hint) or (Any, Any))[0 if origin is list else 1]
         dec = _element_decoder(elem)
