@@ -137,8 +137,9 @@ class Endpoints:
                 remaining = deadline - time.monotonic()
                 if index > min_index or remaining <= 0:
                     return {"index": index, **read(s)}
-            # No await between the read and registering the waiter: no change can slip by.
-            await self.watch.wait(topics, remaining)
+                seen = s.index
+            # A change applied since this read wakes the waiter at once: none can slip by.
+            await self.watch.wait(topics, remaining, seen)
 
     @staticmethod
     def _namespace(req: dict[str, Any]) -> str:
