@@ -129,7 +129,7 @@ def test_without_quorum_writes_fail_fast_then_resume(cluster):
     print(json.dumps({"no_leader_seconds": round(took, 2)}))
     assert r.code == 1, r.out + r.err
     assert "no cluster leader" in r.err
-    assert took <= 10.0
+    assert took <= 10.0, f"the write failed only after {took:.2f}s"
     other.start()
     cluster.wait_leader(timeout=60)
     r = wait_for(lambda: (lambda r: r if r.code == 0 else None)(survivor.cli("job", "run", "--detach", str(EXAMPLE))),
