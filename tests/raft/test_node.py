@@ -64,3 +64,38 @@ def test_group_commit_snapshot_and_restart(tmp_path: Path):
             node.stop()
 
     asyncio.run(second())
+
+
+def test_followers_apply_every_commit_without_further_writes(tmp_path: Path):
+    """The leader holds its commit notification for the next entry (``COMMIT_NOTIFY_DELAY``); when none
+    comes, the notification still goes out: followers at rest apply all that was committed."""
+    binds = [f"127.0.0.{i}:{free_port()}" for i in (1, 2, 3)]
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        nodes = [RaftNode(RaftConfig(bind=b, peers=[p for p in binds if p != b], data_dir=tmp_path / str(i),
+                                     min_timeout=0.4, max_timeout=0.8, leader_fallback_timeout=1.0), FSM())
+                 for i, b in enumerate(binds)]
+        for n in nodes:
+            n.start(loop)
+        try:
+            deadline = time.monotonic() + 20
+            while not any(n.is_leader for n in nodes):
+                assert time.monotonic() < deadline, "no leader"
+                await asyncio.sleep(0.02)
+            leader = next(n for n in nodes if n.is_leader)
+            followers = [n for n in nodes if n is not leader]
+            await asyncio.gather(*(leader.submit(ops.JOB_REGISTER, job(i)) for i in range(50)))
+            for i in range(50, 55):  # one at a time: each the last entry for a while
+                index, _ = await leader.submit(ops.JOB_REGISTER, job(i))
+                deadline = time.monotonic() + 5
+                while min(f.fsm.store.index for f in followers) < index:
+                    assert time.monotonic() < deadline, f"followers stopped at {[f.fsm.store.index for f in followers]}, committed {index}"
+                    await asyncio.sleep(0.001)
+            for f in followers:
+                assert len(f.fsm.store.snapshot().jobs()) == 55
+        finally:
+            for n in nodes:
+                n.stop()
+
+    asyncio.run(main())
