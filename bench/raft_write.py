@@ -17,7 +17,9 @@ Baseline, in the same run: the same clients calling `Status.Leader` (a round tri
 on the same call streams that touches neither Raft nor the state), the ceiling of any write on
 this machine. ``write_to_rpc_ratio`` = writes/s ÷ that baseline. The leader's and followers'
 CPU use are printed too (cores busy during the saturated run), and the CPU each process spent per
-write: the three servers and this client share the machine's cores.
+write: the three servers and this client share the machine's cores. So does the rest of the host
+when this runs in a VM: ``at_rate_cpu_steal_percent`` and ``cpu_steal_percent`` are the share of
+each run's CPU time the hypervisor gave to others (/proc/stat's steal), to read the figures by.
 Usage: python bench/raft_write.py [--rate 2000] [--clients 64] [--seconds 10]
 """
 
@@ -33,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import uvloop
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from support.cluster import ServerCluster  # noqa: E402
 
@@ -43,6 +47,19 @@ from shoal.rpc.transport import RpcClient  # noqa: E402
 def job(i: int, prefix: str = "bench") -> dict:
     return {"id": f"{prefix}-{i}", "groups": [{"name": "g", "count": 0, "tasks": [
         {"name": "t", "driver": "raw_exec", "config": {"command": "/bin/true"}, "resources": {"cpu": 10, "memory": 10}}]}]}
+
+
+def cpu_times() -> list[int]:
+    """The machine's CPU time counters (/proc/stat's first line: user, nice, system, idle, iowait,
+    irq, softirq, steal)."""
+    return [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+
+
+def steal_percent(before: list[int], after: list[int]) -> float:
+    """Of the time between the two readings, the share the hypervisor gave this VM's CPUs to others:
+    a busy host makes every figure here worse."""
+    delta = [b - a for a, b in zip(before, after)]
+    return round(100 * delta[7] / max(1, sum(delta)), 1)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -117,6 +134,7 @@ def main() -> int:
     # The servers' GC policy in this load generator too: its thousands of tasks and futures made
     # its own full collections stall it for tens of milliseconds, which counted as commit latency.
     freeze_long_lived_objects()
+    uvloop.install()  # the servers' event loop: the load generator shares the machine's cores with them
     with tempfile.TemporaryDirectory(prefix="shoal-raft-bench-") as tmp:
         cluster = ServerCluster(Path(tmp), 3)
         try:
@@ -125,11 +143,15 @@ def main() -> int:
             # the baseline first: after the writes, the leader is still scheduling their evaluations
             base_lat, base_elapsed = asyncio.run(load(leader.address, args.clients, min(args.seconds, 5.0),
                                                       args.channels, method="Status.Leader"))
+            machine = cpu_times()
             paced_lat, paced_rate = asyncio.run(paced(leader.address, args.rate, args.seconds, args.channels))
+            paced_steal = steal_percent(machine, cpu_times())
             followers = [s for s in cluster.servers if s is not leader]
             before = {s.address: cpu_seconds(s.proc.pid) for s in cluster.servers}
             client_cpu = time.process_time()
+            machine = cpu_times()
             lat, elapsed = asyncio.run(load(leader.address, args.clients, args.seconds, args.channels))
+            steal = steal_percent(machine, cpu_times())
             client_cpu = time.process_time() - client_cpu
             cores = {s.address: (cpu_seconds(s.proc.pid) - before[s.address]) / elapsed for s in cluster.servers}
         finally:
@@ -143,6 +165,7 @@ def main() -> int:
         "at_rate_writes_per_s": round(paced_rate, 1),
         "at_rate_p50_ms": round(1000 * quantile(paced_lat, 0.5), 2),
         "at_rate_p99_ms": round(1000 * quantile(paced_lat, 0.99), 2),
+        "at_rate_cpu_steal_percent": paced_steal,
         "clients": args.clients,
         "writes": n,
         "seconds": round(elapsed, 3),
@@ -150,6 +173,7 @@ def main() -> int:
         "p50_ms": round(1000 * quantile(lat, 0.5), 2),
         "p99_ms": round(1000 * quantile(lat, 0.99), 2),
         "mean_ms": round(1000 * statistics.fmean(lat), 2),
+        "cpu_steal_percent": steal,
         "leader_cores": round(cores[leader.address], 2),
         "follower_cores": round(max(cores[f.address] for f in followers), 2),
         "leader_cpu_ms_per_write": round(1000 * cores[leader.address] / (n / elapsed), 3),
@@ -159,10 +183,12 @@ def main() -> int:
         "write_to_rpc_ratio": round((n / elapsed) / (len(base_lat) / base_elapsed), 3),
     }
     print(f"at {args.rate:g} writes/s offered ({figures['at_rate_writes_per_s']} achieved): commit latency "
-          f"p50 {figures['at_rate_p50_ms']} ms, p99 {figures['at_rate_p99_ms']} ms")
+          f"p50 {figures['at_rate_p50_ms']} ms, p99 {figures['at_rate_p99_ms']} ms "
+          f"(CPU steal {figures['at_rate_cpu_steal_percent']}%)")
     print(f"saturated, {args.clients} clients: {n} committed job registrations in {elapsed:.1f}s on 3 servers: "
           f"{figures['writes_per_s']} writes/s, p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms; leader "
-          f"{figures['leader_cores']} cores busy ({figures['leader_cpu_ms_per_write']} ms CPU per write)")
+          f"{figures['leader_cores']} cores busy ({figures['leader_cpu_ms_per_write']} ms CPU per write); "
+          f"CPU steal {figures['cpu_steal_percent']}%")
     print(f"baseline: {figures['rpc_baseline_per_s']} no-op RPCs/s to the same leader with the same clients "
           f"(writes reach {figures['write_to_rpc_ratio']:.0%} of it)")
     print(json.dumps(figures))
