@@ -79,10 +79,10 @@ class StateWatch:
         """Wait until one of ``topics`` changes after index ``seen`` (the state's index when the caller
         read it); False on timeout. True at once if anything was applied since ``seen``: the caller
         reads again."""
-        fut: asyncio.Future[int] = self._loop.create_future()
         with self._lock:
             if self.index > seen:
                 return True
+            fut: asyncio.Future[int] = self._loop.create_future()
             self._waiters.append((frozenset(topics), fut))
         try:
             await asyncio.wait_for(fut, timeout)
@@ -92,10 +92,10 @@ class StateWatch:
 
     async def wait_index(self, index: int, timeout: float) -> bool:
         """Wait until this server has applied ``index`` (read-your-writes after a forwarded write)."""
-        fut: asyncio.Future[int] = self._loop.create_future()
         with self._lock:
             if self.index >= index:
                 return True
+            fut: asyncio.Future[int] = self._loop.create_future()
             self._index_waiters.append((index, fut))
         try:
             await asyncio.wait_for(fut, timeout)

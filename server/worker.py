@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import time
 
 import structlog
@@ -28,7 +29,8 @@ MAX_PLAN_ATTEMPTS = 5
 # placement, and at worst one feasibility walk over the nodes (about 12 us each) when a group does not
 # fit. A thread costs more than that: two thread wake-ups, and the loop waiting for the GIL while the
 # thread holds it. With a thread for every evaluation, bench/raft_write.py's commit latency at 2,000
-# job registrations/s was twice as high (p50 41-100 ms against 14-23 ms).
+# job registrations/s was twice as high in 3 alternating pairs (p50 41-100 ms against 14-23 ms); on a
+# busier host later the difference was lost in the noise.
 INLINE_MAX_ALLOCS = 16
 INLINE_MAX_NODES = 512
 
@@ -62,10 +64,8 @@ class Worker:
         for attempt in range(1, MAX_PLAN_ATTEMPTS + 1):
             snap = self.usage.state()
             now = time.time()
-            if plans_inline(snap, ev):
-                plan = schedule(snap, ev, now=now, new_id=new_id, config=self.config)
-            else:
-                plan = await asyncio.to_thread(schedule, snap, ev, now=now, new_id=new_id, config=self.config)
+            plan_it = functools.partial(schedule, snap, ev, now=now, new_id=new_id, config=self.config)
+            plan = plan_it() if plans_inline(snap, ev) else await asyncio.to_thread(plan_it)
             evals = self._outcome(ev, plan, snap, now)
             if plan.is_noop():
                 await self.raft.submit(ops.EVAL_UPSERT, ops.EvalUpsert(evals=evals))
