@@ -120,6 +120,25 @@ async def paced(address: str, rate: float, seconds: float, channels: int) -> tup
     return latencies, total / elapsed
 
 
+async def phases(cluster: ServerCluster, address: str, args: argparse.Namespace) -> tuple:
+    """Warm-up, the no-op baseline, the paced run and the saturated run, in that order."""
+    await load(address, 8, 1.0, 2)  # warm up
+    # the baseline first: after the writes, the leader is still scheduling their evaluations
+    base_lat, base_elapsed = await load(address, args.clients, min(args.seconds, 5.0), args.channels,
+                                        method="Status.Leader")
+    machine = cpu_times()
+    paced_lat, paced_rate = await paced(address, args.rate, args.seconds, args.channels)
+    paced_steal = steal_percent(machine, cpu_times())
+    before = {s.address: cpu_seconds(s.proc.pid) for s in cluster.servers}
+    client_cpu = time.process_time()
+    machine = cpu_times()
+    lat, elapsed = await load(address, args.clients, args.seconds, args.channels)
+    steal = steal_percent(machine, cpu_times())
+    client_cpu = time.process_time() - client_cpu
+    cores = {s.address: (cpu_seconds(s.proc.pid) - before[s.address]) / elapsed for s in cluster.servers}
+    return (base_lat, base_elapsed, paced_lat, paced_rate, paced_steal, lat, elapsed, steal, client_cpu, cores)
+
+
 def quantile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))]
 
@@ -139,21 +158,11 @@ def main() -> int:
         cluster = ServerCluster(Path(tmp), 3)
         try:
             leader = cluster.start().wait_leader()
-            asyncio.run(load(leader.address, 8, 1.0, 2))  # warm up
-            # the baseline first: after the writes, the leader is still scheduling their evaluations
-            base_lat, base_elapsed = asyncio.run(load(leader.address, args.clients, min(args.seconds, 5.0),
-                                                      args.channels, method="Status.Leader"))
-            machine = cpu_times()
-            paced_lat, paced_rate = asyncio.run(paced(leader.address, args.rate, args.seconds, args.channels))
-            paced_steal = steal_percent(machine, cpu_times())
             followers = [s for s in cluster.servers if s is not leader]
-            before = {s.address: cpu_seconds(s.proc.pid) for s in cluster.servers}
-            client_cpu = time.process_time()
-            machine = cpu_times()
-            lat, elapsed = asyncio.run(load(leader.address, args.clients, args.seconds, args.channels))
-            steal = steal_percent(machine, cpu_times())
-            client_cpu = time.process_time() - client_cpu
-            cores = {s.address: (cpu_seconds(s.proc.pid) - before[s.address]) / elapsed for s in cluster.servers}
+            # one event loop for every phase: gRPC's completion queue stays bound to the loop that
+            # first used it, and a second loop left it calling into a closed one
+            (base_lat, base_elapsed, paced_lat, paced_rate, paced_steal, lat, elapsed, steal, client_cpu,
+             cores) = asyncio.run(phases(cluster, leader.address, args))
         finally:
             cluster.stop()
     lat.sort()

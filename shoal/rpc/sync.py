@@ -3,9 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 from shoal.rpc.transport import RpcClient
+
+_local = threading.local()
+
+
+def _loop() -> asyncio.AbstractEventLoop:
+    """This thread's loop for blocking calls, kept open between them. gRPC's completion queue delivers
+    a finished call's last events to the loop the call ran on, after the call returns: with a fresh
+    loop per call (``asyncio.run``) they arrived at a closed one, and each printed a "RuntimeError:
+    Event loop is closed" traceback."""
+    loop = getattr(_local, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = _local.loop = asyncio.new_event_loop()
+    return loop
 
 
 def call(address: str, method: str, request: dict[str, Any] | None = None, timeout: float = 30.0) -> dict[str, Any]:
@@ -13,4 +27,4 @@ def call(address: str, method: str, request: dict[str, Any] | None = None, timeo
         async with RpcClient(address, timeout=timeout) as c:
             return await c.call(method, request or {}, timeout=timeout)
 
-    return asyncio.run(run())
+    return _loop().run_until_complete(run())
