@@ -254,15 +254,22 @@ def test_user_restart_is_not_a_failure(tmp_path: Path, subreaper) -> None:
     async def scenario() -> None:
         r = _runner(tmp_path, job, updates)
         r.start()
-        await _until(lambda: r.tasks[0].running)
+        # running means the task's process started, not that its shell has got to the echo yet
+        await _until(lambda: r.tasks[0].running and ran() == 1, what="the task's echo")
         first_pid = r.tasks[0].handle.pid
         assert await r.restart() == ["t"]
-        await _until(lambda: r.tasks[0].running and r.tasks[0].handle.pid != first_pid, what="the restarted task")
+        await _until(lambda: r.tasks[0].running and r.tasks[0].handle.pid != first_pid and ran() == 2,
+                     what="the restarted task's echo")
         assert r.tasks[0].state.restarts == 1 and not r.tasks[0].finished
         await r.stop()
 
+    runs = tmp_path / "allocs" / "a1" / "alloc" / "runs"
+
+    def ran() -> int:
+        return runs.read_text().count("run") if runs.exists() else 0
+
     asyncio.run(scenario())
-    assert (tmp_path / "allocs" / "a1" / "alloc" / "runs").read_text() == "run\nrun\n"
+    assert runs.read_text() == "run\nrun\n"
 
 
 def _free_port() -> int:
