@@ -49,6 +49,7 @@ class Agent:
         self._dirty: dict[str, AllocUpdate] = {}
         self._dirty_event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._cleanup: asyncio.Task[None] | None = None  # destroying containers no allocation claims
         self._server_idx = 0
         self._clients: dict[str, RpcClient] = {}
         self.rpc = RpcServer()
@@ -189,6 +190,10 @@ class Agent:
 
     async def _watch(self) -> None:
         await self.ready.wait()
+        if self._cleanup is not None:
+            # an allocation the servers still place here but no state file claimed starts afresh,
+            # under the same container name: the old container must be gone first
+            await self._cleanup
         index = 0
         while True:
             resp = await self._call(
@@ -240,7 +245,7 @@ class Agent:
                     except Exception as exc:
                         log.warning("destroying a leftover container failed", id=h.id, error=str(exc))
 
-            asyncio.get_running_loop().create_task(destroy())
+            self._cleanup = asyncio.get_running_loop().create_task(destroy())
 
     async def _sync(self, allocs: list[Allocation], jobs: dict[str, Job | None]) -> None:
         known = {a.id for a in allocs}

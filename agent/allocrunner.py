@@ -151,7 +151,10 @@ class AllocRunner:
 
     def start(self) -> None:
         (self.dir / "alloc" / "logs").mkdir(parents=True, exist_ok=True)
-        self._schedule_save()
+        # Written before any task starts, not coalesced: an agent killed within the save window of its
+        # first task's start finds the allocation again, and re-attaches the task (``probe_handle``).
+        # Without the file the allocation's containers looked unclaimed and were destroyed.
+        self._save()
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"alloc-{self.alloc.id[:8]}")
 
     # --- lifecycle ---

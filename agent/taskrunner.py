@@ -92,6 +92,7 @@ class TaskRunner:
         self._tracker = RestartTracker(task_restart(job, group, task),
                                        batch=job.type in ("batch", "sysbatch") or is_ephemeral(task))
         self._restored_handle: TaskHandle | None = None
+        self._restored = restored is not None  # an earlier agent process ran it: it may have started it
         self.recovered = False
         self._detached = False  # the agent is exiting and leaves the task running
         if restored:
@@ -212,8 +213,9 @@ class TaskRunner:
         starting = handle is None  # the earlier agent died before it saved the task as started
         if handle is None:
             probe = getattr(self.driver, "probe_handle", None)
-            if self.state.state == TASK_PENDING and self.state.events and probe is not None:
-                handle = probe(self.alloc.id, self.task.name)  # the agent died while starting it
+            if self._restored and self.state.state == TASK_PENDING and probe is not None:
+                # the earlier agent may have died while starting it, even before its first event was saved
+                handle = probe(self.alloc.id, self.task.name)
             if handle is None:
                 return False
         alive = False
@@ -234,8 +236,10 @@ class TaskRunner:
             log.info("re-attached to a running task", alloc_id=self.alloc.id, task=self.task.name,
                      id=handle.id, pid=handle.pid)
             if starting:
-                # The saved events stop at "Task Setup", and they are what this agent reports: record the
-                # start the earlier agent saw, or the servers' copy of the events loses it.
+                # The saved events stop at "Task Setup" or before, and they are what this agent reports:
+                # record the start the earlier agent saw, or the servers' copy of the events loses it.
+                if not self.state.events:
+                    self._event("Received", "Task received by client")
                 self._event("Started", "Task started by client")
             else:
                 self.on_change()

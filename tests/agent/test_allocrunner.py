@@ -201,6 +201,38 @@ def test_reattach_a_task_the_earlier_agent_saved_as_starting(tmp_path: Path, sub
     asyncio.run(scenario())
 
 
+def test_reattach_a_task_started_before_the_first_save(tmp_path: Path, subreaper) -> None:
+    """The agent died within the save window after the allocation's task started: the state file written
+    when the allocation started, before any task, still claims it, and the task is re-attached, not
+    started again (without that file its container looked unclaimed and was destroyed)."""
+    job = _job(_task("t", "echo started >> $NOMAD_ALLOC_DIR/runs; exec sleep 30"))
+    updates = Updates()
+
+    async def scenario() -> None:
+        first = _runner(tmp_path, job, updates)
+        first.start()
+        written = load_state(first.dir)  # before the event loop ran any of the allocation
+        assert written is not None and written["alloc"]["id"] == "a1"
+        assert written["tasks"]["t"]["handle"] is None and written["tasks"]["t"]["state"]["events"] == []
+        runs = first.dir / "alloc" / "runs"
+        await _until(lambda: first.tasks[0].running and runs.exists(), what="the task to run")
+        handle = first.tasks[0].handle
+        first.tasks[0].handle = None  # the old agent process is gone: it neither stops nor destroys the task
+        first._task.cancel()
+        second = _runner(tmp_path, job, updates, drivers={"raw_exec": ProbingDriver({("a1", "t"): handle})},
+                         restored=written)
+        second.start()
+        await _until(lambda: second.tasks[0].recovered, what="the re-attached task")
+        tr = second.tasks[0]
+        assert tr.running and tr.handle.pid == handle.pid
+        assert runs.read_text() == "started\n"  # not started twice
+        assert [e.type for e in tr.state.events] == ["Received", "Started"]
+        await second.stop("test over")
+        assert tr.finished and not tr.state.failed
+
+    asyncio.run(scenario())
+
+
 class SlowRecoverDriver(RawExecDriver):
     """raw_exec whose re-attach waits for a gate: a runc or /proc probe that is slow on a loaded host."""
 

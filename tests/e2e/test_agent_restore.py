@@ -69,15 +69,9 @@ def runc_state() -> dict[str, int]:
 
 def rpc(address: str, method: str, req: dict) -> dict:
     """One call to a server, without the CLI's start-up cost (tests poll with it)."""
-    import asyncio
+    from shoal.rpc.sync import call
 
-    from shoal.rpc.transport import RpcClient
-
-    async def call() -> dict:
-        async with RpcClient(address) as c:
-            return await c.call(method, req, timeout=10)
-
-    return asyncio.run(call())
+    return call(address, method, req, timeout=10)
 
 
 def allocs(address: str, job: str) -> list[dict]:
@@ -163,7 +157,7 @@ def _print_diagnostics(root: Path, address: str, job: str) -> None:
     except Exception as exc:
         print(f"(allocations unavailable: {exc})")
     print("runc list:", json.dumps([(c["id"], c["status"], c["pid"]) for c in json.loads(runc_list("--format", "json") or "null") or []]))
-    for name in ("client", "server"):
+    for name in ("client", "server", "agent"):
         log = root / f"{name}.log"
         print(f"{name} log (tail):\n" + (log.read_text(errors="replace")[-12000:] if log.exists() else "(none)"))
 
@@ -198,45 +192,77 @@ def _wait_exit(proc: subprocess.Popen, log: Path, timeout: float = 30) -> None:
                              + log.read_text(errors="replace")[-20000:]) from None
 
 
-def test_allocation_stopped_while_the_client_was_away(tmp_path: Path, image_dir: Path) -> None:
-    api, raft = free_port(), free_port()
-    addr = f"127.0.0.1:{api}"
-    env = {**os.environ, "SHOAL_ADDR": addr}
+class ServerAndClient:
+    """A server and a client agent as separate processes, the client SIGKILLed and started again at will
+    on the same data directory."""
 
-    def cli(*args: str) -> Result:
-        p = subprocess.run([SHOAL, *args], capture_output=True, text=True, env=env, timeout=120)
+    def __init__(self, root: Path, image_dir: Path, health_interval: str = "200ms") -> None:
+        self.root = root
+        api, self.raft_port = free_port(), free_port()
+        self.address = f"127.0.0.1:{api}"
+        self.client_data = root / "client"
+        self.job = root / "keep.hcl"
+        self.job.write_text(JOB.replace('interval = "500ms"', f'interval = "{health_interval}"'))
+        self._client_args = ("--client", "--data-dir", str(self.client_data), "--servers", self.address,
+                             "--image-dir", str(image_dir), "--node-name", "c1", "--default-registry", "")
+        self.server: subprocess.Popen | None = None
+        self.client: subprocess.Popen | None = None
+
+    def start(self) -> ServerAndClient:
+        self.server = _spawn(self.root, "server", "--server", "--data-dir", str(self.root / "server"),
+                             "--bind", self.address, "--raft-bind", f"127.0.0.1:{self.raft_port}",
+                             # on a loaded machine a restarted agent can take more than the default 5 s to be back
+                             "--heartbeat-ttl", "60")
+        self.start_client()
+        wait_for(self._ready, 30, "the client node to be ready")
+        return self
+
+    def _ready(self) -> bool:
+        try:
+            return any(n["status"] == "ready" for n in rpc(self.address, "Node.List", {})["nodes"])
+        except Exception:
+            return False
+
+    def start_client(self) -> None:
+        self.client = _spawn(self.root, "client", *self._client_args)
+
+    def kill_client(self) -> None:
+        assert self.client is not None
+        self.client.send_signal(signal.SIGKILL)
+        self.client.wait()
+
+    def cli(self, *args: str) -> Result:
+        p = subprocess.run([SHOAL, *args], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "SHOAL_ADDR": self.address})
         return Result(p.returncode, p.stdout, p.stderr)
 
-    client_args = ("--client", "--data-dir", str(tmp_path / "client"), "--servers", addr,
-                   "--image-dir", str(image_dir), "--node-name", "c1", "--default-registry", "")
-    server = client = None
-    try:
-        server = _spawn(tmp_path, "server", "--server", "--data-dir", str(tmp_path / "server"), "--bind", addr,
-                        "--raft-bind", f"127.0.0.1:{raft}",
-                        # on a loaded machine a restarted agent can take more than the default 5 s to be back
-                        "--heartbeat-ttl", "60")
-        client = _spawn(tmp_path, "client", *client_args)
-        def ready() -> bool:
-            try:
-                return any(n["status"] == "ready" for n in rpc(addr, "Node.List", {})["nodes"])
-            except Exception:
-                return False
-
-        wait_for(ready, 30, "the client node to be ready")
-        job = tmp_path / "keep.hcl"
-        job.write_text(JOB.replace("interval = \"500ms\"", "interval = \"200ms\""))
-        r = cli("job", "run", str(job))
+    def run_job(self) -> dict[str, int]:
+        """Runs the 3-container job; returns its allocations' container pids by allocation id."""
+        r = self.cli("job", "run", str(self.job))
         assert r.code == 0, r.out + r.err
-        ids = sorted(a["id"] for a in rpc(addr, "Job.Get", {"job_id": "keep"})["allocations"])
+        ids = sorted(a["id"] for a in rpc(self.address, "Job.Get", {"job_id": "keep"})["allocations"])
         states = runc_state()
-        pids = {i: states[f"shoal-{i}-httpd"] for i in ids}
+        return {i: states[f"shoal-{i}-httpd"] for i in ids}
 
-        client.send_signal(signal.SIGKILL)
-        client.wait()
+    def stop(self) -> None:
+        _stop(self.client)
+        _stop(self.server)
+        cleanup_allocs(self.client_data / "client" / "allocs")  # SIGTERM leaves the tasks running
+
+
+def test_allocation_stopped_while_the_client_was_away(tmp_path: Path, image_dir: Path) -> None:
+    cluster = ServerAndClient(tmp_path, image_dir)
+    addr = cluster.address
+    try:
+        cluster.start()
+        pids = cluster.run_job()
+        ids = sorted(pids)
+
+        cluster.kill_client()
         gone = ids[0]
         # while the client is away (an RPC rather than the CLI: be back well within the heartbeat TTL)
         assert rpc(addr, "Alloc.Stop", {"alloc_id": gone})["eval_id"]
-        client = _spawn(tmp_path, "client", *client_args)
+        cluster.start_client()
 
         wait_for(lambda: f"shoal-{gone}-httpd" not in runc_state(), 30, "the stopped allocation's container to go")
         states = runc_state()
@@ -246,14 +272,46 @@ def test_allocation_stopped_while_the_client_was_away(tmp_path: Path, image_dir:
             rpc(addr, "Alloc.Get", {"alloc_id": gone})["allocation"]), 20, "the stopped allocation to be complete")
         assert stopped["desired_status"] == "stop"
 
-        client.send_signal(signal.SIGTERM)  # a graceful exit of a client leaves its tasks running too
-        _wait_exit(client, tmp_path / "client.log")
+        cluster.client.send_signal(signal.SIGTERM)  # a graceful exit of a client leaves its tasks running too
+        _wait_exit(cluster.client, tmp_path / "client.log")
         states = runc_state()
         assert {i: states.get(f"shoal-{i}-httpd") for i in ids[1:]} == {i: pids[i] for i in ids[1:]}
     except AssertionError:
         _print_diagnostics(tmp_path, addr, "keep")
         raise
     finally:
-        _stop(client)
-        _stop(server)
-        cleanup_allocs(tmp_path / "client" / "client" / "allocs")  # SIGTERM leaves the tasks running
+        cluster.stop()
+
+
+def test_allocations_whose_state_files_were_lost_start_again(tmp_path: Path, image_dir: Path) -> None:
+    """Allocations the restarted client finds no state file for (lost, or unreadable) while the servers
+    still place them here: their old containers are destroyed as unclaimed, then they start afresh
+    under the same container names. The starts wait for that destruction: racing it, they failed with
+    "already running" and the destruction then killed their containers."""
+    cluster = ServerAndClient(tmp_path, image_dir)
+    try:
+        cluster.start()
+        pids = cluster.run_job()
+        wait_for(lambda: all_healthy(cluster.address, "keep", 3), 30, "3 healthy allocations")
+        cluster.kill_client()
+        for alloc_id in pids:
+            (cluster.client_data / "client" / "allocs" / alloc_id / "state.msgpack").unlink()
+
+        cluster.start_client()
+
+        def started_afresh() -> bool:
+            states = runc_state()
+            return all(states.get(f"shoal-{i}-httpd") not in (None, pid) for i, pid in pids.items())
+
+        wait_for(started_afresh, 30, "new containers for the 3 allocations")
+        after = wait_for(lambda: all_healthy(cluster.address, "keep", 3), 30, "3 healthy allocations after restart")
+        assert {a["id"] for a in after} == set(pids)  # the same allocations, none replaced
+        assert started_afresh()
+        for a in after:
+            events = [e["type"] for e in a["task_states"]["httpd"]["events"]]
+            assert "Driver Failure" not in events and events.count("Started") == 1, events
+    except AssertionError:
+        _print_diagnostics(tmp_path, cluster.address, "keep")
+        raise
+    finally:
+        cluster.stop()
