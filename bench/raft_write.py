@@ -38,7 +38,7 @@ from pathlib import Path
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from support.cluster import ServerCluster  # noqa: E402
+from support.cluster import ServerCluster, ServerProc  # noqa: E402
 
 from shoal.gcpolicy import freeze_long_lived_objects  # noqa: E402
 from shoal.rpc.transport import RpcClient  # noqa: E402
@@ -120,8 +120,15 @@ async def paced(address: str, rate: float, seconds: float, channels: int) -> tup
     return latencies, total / elapsed
 
 
-async def phases(cluster: ServerCluster, address: str, args: argparse.Namespace) -> tuple:
-    """Warm-up, the no-op baseline, the paced run and the saturated run, in that order."""
+def quantile(sorted_values: list[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))]
+
+
+async def measure(cluster: ServerCluster, leader: ServerProc, args: argparse.Namespace) -> dict:
+    """Warm-up, the no-op baseline, the paced run and the saturated run, in that order, on one event
+    loop: gRPC's completion queue stays bound to the loop that first used it, and a second loop left it
+    calling into a closed one. Returns the figures."""
+    address = leader.address
     await load(address, 8, 1.0, 2)  # warm up
     # the baseline first: after the writes, the leader is still scheduling their evaluations
     base_lat, base_elapsed = await load(address, args.clients, min(args.seconds, 5.0), args.channels,
@@ -136,11 +143,33 @@ async def phases(cluster: ServerCluster, address: str, args: argparse.Namespace)
     steal = steal_percent(machine, cpu_times())
     client_cpu = time.process_time() - client_cpu
     cores = {s.address: (cpu_seconds(s.proc.pid) - before[s.address]) / elapsed for s in cluster.servers}
-    return (base_lat, base_elapsed, paced_lat, paced_rate, paced_steal, lat, elapsed, steal, client_cpu, cores)
-
-
-def quantile(sorted_values: list[float], q: float) -> float:
-    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))]
+    follower_cores = max(cores[s.address] for s in cluster.servers if s is not leader)
+    lat.sort()
+    paced_lat.sort()
+    n = len(lat)
+    return {
+        "servers": 3,
+        "offered_writes_per_s": args.rate,
+        "at_rate_writes_per_s": round(paced_rate, 1),
+        "at_rate_p50_ms": round(1000 * quantile(paced_lat, 0.5), 2),
+        "at_rate_p99_ms": round(1000 * quantile(paced_lat, 0.99), 2),
+        "at_rate_cpu_steal_percent": paced_steal,
+        "clients": args.clients,
+        "writes": n,
+        "seconds": round(elapsed, 3),
+        "writes_per_s": round(n / elapsed, 1),
+        "p50_ms": round(1000 * quantile(lat, 0.5), 2),
+        "p99_ms": round(1000 * quantile(lat, 0.99), 2),
+        "mean_ms": round(1000 * statistics.fmean(lat), 2),
+        "cpu_steal_percent": steal,
+        "leader_cores": round(cores[leader.address], 2),
+        "follower_cores": round(follower_cores, 2),
+        "leader_cpu_ms_per_write": round(1000 * cores[leader.address] / (n / elapsed), 3),
+        "follower_cpu_ms_per_write": round(1000 * follower_cores / (n / elapsed), 3),
+        "client_cpu_ms_per_write": round(1000 * client_cpu / n, 3),
+        "rpc_baseline_per_s": round(len(base_lat) / base_elapsed, 1),
+        "write_to_rpc_ratio": round((n / elapsed) / (len(base_lat) / base_elapsed), 3),
+    }
 
 
 def main() -> int:
@@ -157,44 +186,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="shoal-raft-bench-") as tmp:
         cluster = ServerCluster(Path(tmp), 3)
         try:
-            leader = cluster.start().wait_leader()
-            followers = [s for s in cluster.servers if s is not leader]
-            # one event loop for every phase: gRPC's completion queue stays bound to the loop that
-            # first used it, and a second loop left it calling into a closed one
-            (base_lat, base_elapsed, paced_lat, paced_rate, paced_steal, lat, elapsed, steal, client_cpu,
-             cores) = asyncio.run(phases(cluster, leader.address, args))
+            figures = asyncio.run(measure(cluster, cluster.start().wait_leader(), args))
         finally:
             cluster.stop()
-    lat.sort()
-    paced_lat.sort()
-    n = len(lat)
-    figures = {
-        "servers": 3,
-        "offered_writes_per_s": args.rate,
-        "at_rate_writes_per_s": round(paced_rate, 1),
-        "at_rate_p50_ms": round(1000 * quantile(paced_lat, 0.5), 2),
-        "at_rate_p99_ms": round(1000 * quantile(paced_lat, 0.99), 2),
-        "at_rate_cpu_steal_percent": paced_steal,
-        "clients": args.clients,
-        "writes": n,
-        "seconds": round(elapsed, 3),
-        "writes_per_s": round(n / elapsed, 1),
-        "p50_ms": round(1000 * quantile(lat, 0.5), 2),
-        "p99_ms": round(1000 * quantile(lat, 0.99), 2),
-        "mean_ms": round(1000 * statistics.fmean(lat), 2),
-        "cpu_steal_percent": steal,
-        "leader_cores": round(cores[leader.address], 2),
-        "follower_cores": round(max(cores[f.address] for f in followers), 2),
-        "leader_cpu_ms_per_write": round(1000 * cores[leader.address] / (n / elapsed), 3),
-        "follower_cpu_ms_per_write": round(1000 * max(cores[f.address] for f in followers) / (n / elapsed), 3),
-        "client_cpu_ms_per_write": round(1000 * client_cpu / n, 3),
-        "rpc_baseline_per_s": round(len(base_lat) / base_elapsed, 1),
-        "write_to_rpc_ratio": round((n / elapsed) / (len(base_lat) / base_elapsed), 3),
-    }
+    n = figures["writes"]
     print(f"at {args.rate:g} writes/s offered ({figures['at_rate_writes_per_s']} achieved): commit latency "
           f"p50 {figures['at_rate_p50_ms']} ms, p99 {figures['at_rate_p99_ms']} ms "
           f"(CPU steal {figures['at_rate_cpu_steal_percent']}%)")
-    print(f"saturated, {args.clients} clients: {n} committed job registrations in {elapsed:.1f}s on 3 servers: "
+    print(f"saturated, {args.clients} clients: {n} committed job registrations in {figures['seconds']:.1f}s on 3 servers: "
           f"{figures['writes_per_s']} writes/s, p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms; leader "
           f"{figures['leader_cores']} cores busy ({figures['leader_cpu_ms_per_write']} ms CPU per write); "
           f"CPU steal {figures['cpu_steal_percent']}%")

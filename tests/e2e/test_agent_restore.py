@@ -10,14 +10,13 @@ when it comes back.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from support.cluster import SHOAL, DevAgent, Result, cleanup_allocs, free_port, wait_for, runc_list
+from support.cluster import SHOAL, DevAgent, ServerProc, cleanup_allocs, wait_for, runc_list
 
 pytestmark = pytest.mark.root
 
@@ -198,21 +197,18 @@ class ServerAndClient:
 
     def __init__(self, root: Path, image_dir: Path, health_interval: str = "200ms") -> None:
         self.root = root
-        api, self.raft_port = free_port(), free_port()
-        self.address = f"127.0.0.1:{api}"
+        # on a loaded machine a restarted agent can take more than the default 5 s to be back
+        self.server = ServerProc(root, host="127.0.0.1", bootstrap_expect=1, extra=("--heartbeat-ttl", "60"))
+        self.address = self.server.address
         self.client_data = root / "client"
         self.job = root / "keep.hcl"
         self.job.write_text(JOB.replace('interval = "500ms"', f'interval = "{health_interval}"'))
         self._client_args = ("--client", "--data-dir", str(self.client_data), "--servers", self.address,
                              "--image-dir", str(image_dir), "--node-name", "c1", "--default-registry", "")
-        self.server: subprocess.Popen | None = None
         self.client: subprocess.Popen | None = None
 
     def start(self) -> ServerAndClient:
-        self.server = _spawn(self.root, "server", "--server", "--data-dir", str(self.root / "server"),
-                             "--bind", self.address, "--raft-bind", f"127.0.0.1:{self.raft_port}",
-                             # on a loaded machine a restarted agent can take more than the default 5 s to be back
-                             "--heartbeat-ttl", "60")
+        self.server.start()
         self.start_client()
         wait_for(self._ready, 30, "the client node to be ready")
         return self
@@ -231,14 +227,9 @@ class ServerAndClient:
         self.client.send_signal(signal.SIGKILL)
         self.client.wait()
 
-    def cli(self, *args: str) -> Result:
-        p = subprocess.run([SHOAL, *args], capture_output=True, text=True, timeout=120,
-                           env={**os.environ, "SHOAL_ADDR": self.address})
-        return Result(p.returncode, p.stdout, p.stderr)
-
     def run_job(self) -> dict[str, int]:
         """Runs the 3-container job; returns its allocations' container pids by allocation id."""
-        r = self.cli("job", "run", str(self.job))
+        r = self.server.cli("job", "run", str(self.job), timeout=120)
         assert r.code == 0, r.out + r.err
         ids = sorted(a["id"] for a in rpc(self.address, "Job.Get", {"job_id": "keep"})["allocations"])
         states = runc_state()
@@ -246,7 +237,7 @@ class ServerAndClient:
 
     def stop(self) -> None:
         _stop(self.client)
-        _stop(self.server)
+        self.server.stop()
         cleanup_allocs(self.client_data / "client" / "allocs")  # SIGTERM leaves the tasks running
 
 

@@ -77,6 +77,7 @@ class DevAgent:
     image_dir: Path
     api_port: int = field(default_factory=free_port)
     raft_port: int = field(default_factory=free_port)
+    extra: tuple[str, ...] = ()  # more ``shoal agent`` flags
     proc: subprocess.Popen | None = None
 
     @property
@@ -151,6 +152,7 @@ class ServerProc:
     bootstrap_expect: int = 3
     api_port: int = field(default_factory=free_port)
     raft_port: int = field(default_factory=free_port)
+    extra: tuple[str, ...] = ()  # more ``shoal agent`` flags
     proc: subprocess.Popen | None = None
 
     @property
@@ -167,7 +169,8 @@ class ServerProc:
         self.proc = subprocess.Popen(
             [SHOAL, "agent", "--server", "--data-dir", str(self.root / "data"), "--bind", self.address,
              "--raft-bind", self.raft, "--join", ",".join(j for j in self.join if j != self.address),
-             "--bootstrap-expect", str(self.bootstrap_expect), "--node-name", self.root.name, "--log-json"],
+             "--bootstrap-expect", str(self.bootstrap_expect), "--node-name", self.root.name, "--log-json",
+             *self.extra],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         log.close()
