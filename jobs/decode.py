@@ -67,10 +67,10 @@ class Decoded:
     invalid: set[str] = field(default_factory=set)  # fields whose value could not be evaluated
 
 
-def decode_job(block: Block, filename: str) -> Decoded:
-    """Decode one ``job`` block."""
+def decode_job(block: Block, filename: str, namespace: str = "default") -> Decoded:
+    """Decode one ``job`` block; ``namespace`` is the job's when the block names none."""
     d = _Decoder(filename)
-    job = d.job(block)
+    job = d.job(block, namespace)
     return Decoded(job, d.source, d.problems, d.warnings, d.invalid)
 
 
@@ -90,14 +90,14 @@ class _Decoder:
 
     # -- job --
 
-    def job(self, blk: Block) -> Job:
+    def job(self, blk: Block, namespace: str) -> Job:
         if len(blk.labels) > 1:
             self.problem(blk.line, (Seg("job", blk.labels[0]),), 'a job block takes one label: job "ID" { ... }')
         label = self.label(blk)
         path: FieldPath = (Seg("job", label),)
         self.source.add(path, blk.line)
         b = _Body(self, blk, path)
-        job = Job(id=label, name=label)
+        job = Job(id=label, name=label, namespace=namespace)
         job.name = b.get("name", to_str, label)
         job.type = b.get("type", to_str, job.type)
         job.priority = b.get("priority", to_int, job.priority)

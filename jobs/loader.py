@@ -35,8 +35,9 @@ class LoadedJob:
     warnings: list[str] = field(default_factory=list)
 
 
-def load_job_file(path: str | Path, variables: Mapping[str, str] | None = None) -> LoadedJob:
-    """Read, evaluate and validate the job file at ``path`` (format from its extension, else sniffed)."""
+def load_job_file(path: str | Path, variables: Mapping[str, str] | None = None, namespace: str = "default") -> LoadedJob:
+    """Read, evaluate and validate the job file at ``path`` (format from its extension, else sniffed).
+    ``namespace`` is the job's when the file names none (the CLI's ``-namespace``, as in Nomad)."""
     name = str(path)
     p = Path(path)
     try:
@@ -44,13 +45,14 @@ def load_job_file(path: str | Path, variables: Mapping[str, str] | None = None) 
     except OSError as e:
         raise JobFileError([Problem(name, None, "", f"cannot read the job file: {e.strerror or e}")]) from None
     text = _decode(data, name)
-    return _load(text, name, p.parent, variables, _format_of(p.name, text))
+    return _load(text, name, p.parent, variables, _format_of(p.name, text), namespace)
 
 
-def load_job_text(text: str, filename: str, variables: Mapping[str, str] | None = None) -> LoadedJob:
+def load_job_text(text: str, filename: str, variables: Mapping[str, str] | None = None,
+                  namespace: str = "default") -> LoadedJob:
     """Like ``load_job_file`` for text already read; ``filename`` names it in messages, picks the
     format by its extension, and anchors ``file()`` paths."""
-    return _load(text, filename, Path(filename).parent, variables, _format_of(filename, text))
+    return _load(text, filename, Path(filename).parent, variables, _format_of(filename, text), namespace)
 
 
 def example_job_text() -> str:
@@ -114,7 +116,8 @@ def _reader_for(base: Path) -> Callable[[str], str]:
     return read
 
 
-def _load(text: str, name: str, base: Path, variables: Mapping[str, str] | None, fmt: str) -> LoadedJob:
+def _load(text: str, name: str, base: Path, variables: Mapping[str, str] | None, fmt: str,
+          namespace: str) -> LoadedJob:
     if len(text) > MAX_FILE_BYTES:
         raise JobFileError([Problem(name, None, "", f"the job file is too large (at most {MAX_FILE_BYTES} bytes)")])
     text = text.lstrip("\ufeff")
@@ -131,7 +134,7 @@ def _load(text: str, name: str, base: Path, variables: Mapping[str, str] | None,
                                     f"used with HCL job files; this one is {fmt.upper()}"))
     if block is None:
         raise JobFileError(problems or [Problem(name, 1, "", "no job found")])
-    decoded = decode_job(block, name)
+    decoded = decode_job(block, name, namespace)
     problems.extend(decoded.problems)
     findings = check_job(decoded.job, decoded.source, name)
     reported = {p.field for p in problems} | decoded.invalid

@@ -14,6 +14,7 @@ import signal
 from dataclasses import dataclass, field
 
 from shoal.errors import Problem
+from shoal.ids import ALL_NAMESPACES
 from shoal.jobs.model import (
     CONSTRAINT_OPERATORS,
     DRIVERS,
@@ -101,6 +102,8 @@ class _Validator:
             value = getattr(job, name)
             if not value or value != value.strip() or _CONTROL.search(value) or " " in value:
                 self.bad(child(path, name), f"{name} must be a non-empty name without spaces, got {_text(value)}")
+        if job.namespace == ALL_NAMESPACES:
+            self.bad(child(path, "namespace"), 'namespace "*" means every namespace; a job belongs to one')
         if not job.datacenters:
             self.bad(child(path, "datacenters"), 'datacenters must list at least one datacenter (["*"] means all)')
         for dc in job.datacenters:

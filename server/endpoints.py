@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from shoal import codec
 from shoal.errors import InvalidRequest, JobFileError, NotFound
-from shoal.ids import new_id, resolve_prefix
+from shoal.ids import ALL_NAMESPACES, DEFAULT_NAMESPACE, new_id, resolve_prefix
 from shoal.jobs.model import Job
 from shoal.jobs.structs import (
     ALLOC_RUNNING,
@@ -32,6 +32,7 @@ from shoal.raft.state import StateSnapshot
 from shoal.rpc.transport import RpcServer
 from shoal.server.dryrun import plan_job
 from shoal.server.leader import node_evals
+from shoal.server.lookup import find_alloc, find_eval, find_job, namespaced
 
 if TYPE_CHECKING:
     from shoal.server.server import Server
@@ -61,6 +62,7 @@ def alloc_brief(a: Allocation) -> dict[str, Any]:
     return {
         "id": a.id,
         "name": a.name,
+        "namespace": a.namespace,
         "job_id": a.job_id,
         "job_version": a.job_version,
         "task_group": a.task_group,
@@ -100,6 +102,7 @@ class Endpoints:
             "Job.Plan": self.job_plan,
             "Job.Get": self.job_get,
             "Eval.Get": self.eval_get,
+            "Eval.List": self.eval_list,
             "Node.List": self.node_list,
             "Node.Get": self.node_get,
             "Node.Allocations": self.node_allocations,
@@ -143,21 +146,12 @@ class Endpoints:
 
     @staticmethod
     def _namespace(req: dict[str, Any]) -> str:
-        return str(req.get("namespace") or "default")
-
-    def _find_job(self, s: StateSnapshot, ns: str, job_id: str) -> Job:
-        job = s.job(ns, job_id)
-        if job is not None:
-            return job
-        ids = [j.id for j in s.jobs(ns)]
-        return s.job(ns, resolve_prefix(job_id, ids, "job"))  # type: ignore[return-value]
+        """The request's namespace: lookups and lists are scoped by it; ``*`` means all of them."""
+        return str(req.get("namespace") or DEFAULT_NAMESPACE)
 
     @staticmethod
-    def _eval(job: Job, triggered_by: str, now: float, node_id: str = "") -> Evaluation:
-        return Evaluation.for_job(job, new_id(), triggered_by, now, node_id=node_id)
-
-    # --- jobs ---
-    async def job_register(self, req: dict[str, Any]) -> dict[str, Any]:
+    def _job_of(req: dict[str, Any]) -> Job:
+        """The request's job, decoded and validated (it names its own namespace, never ``*``)."""
         try:
             job = codec.from_plain(Job, req.get("job") or {})
         except (TypeError, ValueError) as exc:
@@ -166,6 +160,15 @@ class Endpoints:
         problems = validate_job(job, filename=str(req.get("source") or "<request>"))
         if problems:
             raise JobFileError(problems)
+        return job
+
+    @staticmethod
+    def _eval(job: Job, triggered_by: str, now: float, node_id: str = "") -> Evaluation:
+        return Evaluation.for_job(job, new_id(), triggered_by, now, node_id=node_id)
+
+    # --- jobs ---
+    async def job_register(self, req: dict[str, Any]) -> dict[str, Any]:
+        job = self._job_of(req)
         now = time.time()
         ev = self._eval(job, "job-register", now)
         payload = ops.JobRegister(job=job, eval=ev, now=now)  # built for this write alone
@@ -174,33 +177,25 @@ class Endpoints:
 
     async def job_plan(self, req: dict[str, Any]) -> dict[str, Any]:
         """A dry run of ``job run``: the diff against the running version and what the scheduler would do."""
-        try:
-            job = codec.from_plain(Job, req.get("job") or {})
-        except (TypeError, ValueError) as exc:
-            raise InvalidRequest(f"malformed job: {exc}") from None
-        job.name = job.name or job.id
-        problems = validate_job(job, filename=str(req.get("source") or "<request>"))
-        if problems:
-            raise JobFileError(problems)
+        job = self._job_of(req)
         snap = self.server.usage.state()
         result = await asyncio.to_thread(plan_job, snap, job, self.server.leader.scheduler)
         return {"index": snap.index, **result}
 
     async def job_deregister(self, req: dict[str, Any]) -> dict[str, Any]:
-        ns = self._namespace(req)
         with self.store.reader() as s:
-            job = self._find_job(s, ns, str(req.get("job_id") or ""))
+            job = find_job(s, self._namespace(req), str(req.get("job_id") or ""))
         now = time.time()
         ev = self._eval(job, "job-deregister", now)
-        payload = ops.JobDeregister(namespace=ns, job_id=job.id, purge=bool(req.get("purge")), eval=ev, now=now)
+        payload = ops.JobDeregister(namespace=job.namespace, job_id=job.id, purge=bool(req.get("purge")), eval=ev, now=now)
         index, value = await self.server.raft.submit(ops.JOB_DEREGISTER, payload)
-        return {"index": index, "eval_id": ev.id, "job_id": job.id, **value}
+        return {"index": index, "eval_id": ev.id, "job_id": job.id, "namespace": job.namespace, **value}
 
     async def job_list(self, req: dict[str, Any]) -> dict[str, Any]:
-        ns = req.get("namespace")
+        ns = self._namespace(req)
 
         def read(s: StateSnapshot) -> dict[str, Any]:
-            jobs = sorted(s.jobs(ns), key=lambda j: j.id)
+            jobs = sorted(s.jobs(None if ns == ALL_NAMESPACES else ns), key=lambda j: (j.id, j.namespace))
             return {
                 "jobs": [
                     {"id": j.id, "namespace": j.namespace, "type": j.type, "priority": j.priority,
@@ -213,10 +208,9 @@ class Endpoints:
         return await self._blocking(req, ("Job", "Allocation"), read)
 
     async def job_get(self, req: dict[str, Any]) -> dict[str, Any]:
-        ns = self._namespace(req)
-        job_id = str(req.get("job_id") or "")
         with self.store.reader() as s:
-            job_id = self._find_job(s, ns, job_id).id
+            found = find_job(s, self._namespace(req), str(req.get("job_id") or ""))
+        ns, job_id = found.namespace, found.id
 
         def read(s: StateSnapshot) -> dict[str, Any]:
             job = s.job(ns, job_id)
@@ -235,9 +229,8 @@ class Endpoints:
         return await self._blocking(req, ("Job", "Allocation", "Evaluation"), read)
 
     async def eval_get(self, req: dict[str, Any]) -> dict[str, Any]:
-        eval_id = str(req.get("eval_id") or "")
         with self.store.reader() as s:
-            eval_id = resolve_prefix(eval_id, [e.id for e in s.evals()], "evaluation")
+            eval_id = find_eval(s, self._namespace(req), str(req.get("eval_id") or "")).id
 
         def read(s: StateSnapshot) -> dict[str, Any]:
             ev = s.eval(eval_id)
@@ -245,6 +238,18 @@ class Endpoints:
                 raise NotFound(f"evaluation {eval_id!r} not found")
             allocs = [alloc_brief(a) for a in s.allocs_by_job(ev.namespace, ev.job_id) if a.eval_id == ev.id]
             return {"eval": codec.to_plain(ev), "allocations": allocs}
+
+        return await self._blocking(req, ("Evaluation",), read)
+
+    async def eval_list(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Evaluations of a namespace (``*``: all), newest first; optionally of one job id, or in one status."""
+        ns, job_id, status = self._namespace(req), req.get("job_id"), req.get("status")
+
+        def read(s: StateSnapshot) -> dict[str, Any]:
+            evals = [e for e in namespaced(ns, s.evals())
+                     if (not job_id or e.job_id == job_id) and (not status or e.status == status)]
+            evals.sort(key=lambda e: e.create_index, reverse=True)
+            return {"evaluations": [codec.to_plain(e) for e in evals]}
 
         return await self._blocking(req, ("Evaluation",), read)
 
@@ -338,15 +343,17 @@ class Endpoints:
         ns = self._namespace(req)
 
         def read(s: StateSnapshot) -> dict[str, Any]:
-            allocs = s.allocs_by_job(ns, job_id) if job_id else s.allocs()
+            if job_id and ns != ALL_NAMESPACES:
+                allocs = s.allocs_by_job(ns, job_id)
+            else:
+                allocs = [a for a in namespaced(ns, s.allocs()) if not job_id or a.job_id == job_id]
             return {"allocations": [alloc_brief(a) for a in sorted(allocs, key=lambda a: a.create_index)]}
 
         return await self._blocking(req, ("Allocation",), read)
 
     async def alloc_get(self, req: dict[str, Any]) -> dict[str, Any]:
         with self.store.reader() as s:
-            alloc_id = resolve_prefix(str(req.get("alloc_id") or ""), [a.id for a in s.allocs()], "allocation")
-            a = s.alloc(alloc_id)
+            a = find_alloc(s, self._namespace(req), str(req.get("alloc_id") or ""))
             node = s.node(a.node_id)
             return {
                 "index": s.table_index("Allocation"),
@@ -378,17 +385,16 @@ class Endpoints:
     async def alloc_stop(self, req: dict[str, Any]) -> dict[str, Any]:
         """``shoal alloc stop``: the allocation is told to stop and an evaluation places its replacement."""
         with self.store.reader() as s:
-            alloc_id = resolve_prefix(str(req.get("alloc_id") or ""), [a.id for a in s.allocs()], "allocation")
-            a = s.alloc(alloc_id)
+            a = find_alloc(s, self._namespace(req), str(req.get("alloc_id") or ""))
             job = s.job(a.namespace, a.job_id)
         if a.desired_status != "run":
-            raise InvalidRequest(f"allocation {alloc_id} is already told to {a.desired_status}")
+            raise InvalidRequest(f"allocation {a.id} is already told to {a.desired_status}")
         now = time.time()
         evals = [self._eval(job, "alloc-stop", now)] if job is not None and not job.stop else []
         stop = ops.AllocStop(id=a.id, desired_status="stop", desired_description="alloc was stopped by a user")
         payload = ops.PlanApply(namespace=a.namespace, job_id=a.job_id, stops=[stop], evals=evals, now=now)
         index, _ = await self.server.raft.submit(ops.PLAN_APPLY, payload)
-        return {"index": index, "alloc_id": a.id, "eval_id": evals[0].id if evals else ""}
+        return {"index": index, "alloc_id": a.id, "namespace": a.namespace, "eval_id": evals[0].id if evals else ""}
 
     # --- servers, Raft membership ---
     async def status_leader(self, req: dict[str, Any]) -> dict[str, Any]:

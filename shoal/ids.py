@@ -8,6 +8,8 @@ from collections.abc import Iterable
 from shoal.errors import Ambiguous, NotFound
 
 SHORT = 8
+DEFAULT_NAMESPACE = "default"
+ALL_NAMESPACES = "*"  # as a namespace argument: every namespace (lists and prefix lookups), as in Nomad
 
 
 def new_id() -> str:

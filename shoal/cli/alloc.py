@@ -12,7 +12,7 @@ import sys
 import termios
 import tty as ttymod
 
-from shoal.cli.common import add_address, add_json, client
+from shoal.cli.common import add_namespaced, client, namespace
 from shoal.cli.output import ago, fields, out, print_json, short, table, when
 from shoal.errors import ShoalError, UsageError
 from shoal.rpc.transport import RpcClient
@@ -24,8 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     q = asub.add_parser("status", help="show an allocation and its task events")
     q.add_argument("alloc")
-    add_address(q)
-    add_json(q)
+    add_namespaced(q, json=True)
     q.set_defaults(func=cmd_status)
 
     q = asub.add_parser("logs", help="print a task's stdout (or stderr)")
@@ -34,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("-f", "--follow", action="store_true", help="keep printing as the task writes")
     q.add_argument("--stderr", "-stderr", action="store_true", help="stderr instead of stdout")
     q.add_argument("--tail", "-tail", type=int, default=None, metavar="N", help="only the last N lines")
-    add_address(q)
+    add_namespaced(q)
     q.set_defaults(func=cmd_logs)
 
     q = asub.add_parser("exec", help="run a command inside a running task (-t for a terminal)")
@@ -44,20 +43,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--task", "-task", default=None, help="the task (default: the allocation's only running task)")
     q.add_argument("alloc")
     q.add_argument("command", nargs=argparse.REMAINDER, metavar="[TASK] -- COMMAND [ARGS...]")
-    add_address(q)
+    add_namespaced(q)
     q.set_defaults(func=cmd_exec)
 
     q = asub.add_parser("restart", help="restart an allocation's running tasks (or one task) in place")
     q.add_argument("alloc")
     q.add_argument("task", nargs="?")
-    add_address(q)
+    add_namespaced(q)
     q.set_defaults(func=cmd_restart)
 
     q = asub.add_parser("stop", help="stop an allocation; the scheduler replaces it")
     q.add_argument("alloc")
     q.add_argument("--detach", "-detach", action="store_true", help="return at once")
-    add_address(q)
-    add_json(q)
+    add_namespaced(q, json=True)
     q.set_defaults(func=cmd_stop)
 
 
@@ -65,9 +63,14 @@ def tail_lines(data: bytes, n: int) -> bytes:
     return b"".join(data.splitlines(keepends=True)[-n:]) if n > 0 else b""
 
 
-async def cmd_status(args: argparse.Namespace) -> int:
+async def _get(args: argparse.Namespace) -> dict:
+    """``Alloc.Get`` of the command's allocation id prefix, looked up in its namespace."""
     async with client(args) as c:
-        r = await c.call("Alloc.Get", {"alloc_id": args.alloc})
+        return await c.call("Alloc.Get", {"alloc_id": args.alloc, "namespace": namespace(args)})
+
+
+async def cmd_status(args: argparse.Namespace) -> int:
+    r = await _get(args)
     if args.json:
         print_json(r)
         return 0
@@ -76,7 +79,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
     fields(
         [
             ("ID", a["id"]), ("Name", a["name"]), ("Node ID", short(a["node_id"])), ("Node Name", node.get("name")),
-            ("Job ID", a["job_id"]), ("Job Version", a["job_version"]), ("Client Status", a["client_status"]),
+            ("Job ID", a["job_id"]), ("Namespace", a["namespace"]), ("Job Version", a["job_version"]), ("Client Status", a["client_status"]),
             ("Client Description", a["client_description"]), ("Desired Status", a["desired_status"]),
             ("Desired Description", a["desired_description"]), ("Created", ago(a["create_time"])),
             ("Modified", ago(a["modify_time"])),
@@ -96,11 +99,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
 
 
 async def cmd_logs(args: argparse.Namespace) -> int:
-    async with client(args) as c:
-        r = await c.call("Alloc.Get", {"alloc_id": args.alloc})
-    a, node = r["allocation"], r.get("node")
-    if not node or not node.get("address"):
-        raise ShoalError(f"allocation {short(a['id'])}: its node is unknown, logs cannot be fetched")
+    a, node = await _locate(args)
     req = {"alloc_id": a["id"], "task": args.task, "stderr": args.stderr, "follow": args.follow}
     if args.tail is not None and not args.follow:
         req["tail_bytes"] = max(4096, args.tail * 512)
@@ -118,8 +117,8 @@ async def cmd_logs(args: argparse.Namespace) -> int:
 
 
 async def _locate(args: argparse.Namespace) -> tuple[dict, dict]:
-    async with client(args) as c:
-        r = await c.call("Alloc.Get", {"alloc_id": args.alloc})
+    """The allocation and the node that runs it (the agent answers logs, exec and restart)."""
+    r = await _get(args)
     a, node = r["allocation"], r.get("node")
     if not node or not node.get("address"):
         raise ShoalError(f"allocation {short(a['id'])}: its node is unknown")
@@ -136,7 +135,7 @@ async def cmd_restart(args: argparse.Namespace) -> int:
 
 async def cmd_stop(args: argparse.Namespace) -> int:
     async with client(args) as c:
-        r = await c.call("Alloc.Stop", {"alloc_id": args.alloc})
+        r = await c.call("Alloc.Stop", {"alloc_id": args.alloc, "namespace": namespace(args)})
         if args.json:
             print_json(r)
             return 0
@@ -147,7 +146,8 @@ async def cmd_stop(args: argparse.Namespace) -> int:
         deadline = asyncio.get_running_loop().time() + 60
         index = 0
         while asyncio.get_running_loop().time() < deadline:
-            g = await c.call("Alloc.Get", {"alloc_id": r["alloc_id"], "min_index": index, "wait": 5})
+            g = await c.call("Alloc.Get", {"alloc_id": r["alloc_id"], "namespace": r["namespace"], "min_index": index,
+                                           "wait": 5})
             index = int(g.get("index") or 0)
             status = g["allocation"]["client_status"]
             if status in ("complete", "failed", "lost"):

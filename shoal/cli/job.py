@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from shoal import codec
-from shoal.cli.common import add_address, add_json, add_stale, client
+from shoal.cli.common import across_namespaces, add_namespaced, client, namespace
 from shoal.cli.output import ago, fields, out, print_json, short, table, when
 from shoal.errors import ShoalError, UsageError
-from shoal.jobs.loader import example_job_text, load_job_file
+from shoal.ids import ALL_NAMESPACES
+from shoal.jobs.loader import LoadedJob, example_job_text, load_job_file
 from shoal.jobs.structs import PlacementFailure
 from shoal.rpc.transport import RpcClient
 
@@ -38,21 +39,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--detach", "-detach", action="store_true", help="return once the job is submitted")
     q.add_argument("--timeout", type=float, default=300.0, help="seconds to follow the job (default 300)")
     _add_vars(q)
-    add_address(q)
+    add_namespaced(q)
     q.set_defaults(func=cmd_run)
 
     q = jsub.add_parser("plan", help="dry run: what `job run` would change (exit 1 when it would change something)")
     q.add_argument("file")
     _add_vars(q)
-    add_address(q)
-    add_json(q)
+    add_namespaced(q, json=True)
     q.set_defaults(func=cmd_plan)
 
     q = jsub.add_parser("status", help="list jobs, or show one")
     q.add_argument("job", nargs="?")
-    add_address(q)
-    add_json(q)
-    add_stale(q)
+    add_namespaced(q, json=True, stale=True)
     q.set_defaults(func=cmd_status)
 
     q = jsub.add_parser("stop", help="stop a job's allocations")
@@ -60,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--purge", "-purge", action="store_true", help="also remove the job from the state")
     q.add_argument("--detach", "-detach", action="store_true", help="return once the stop is submitted")
     q.add_argument("--timeout", type=float, default=120.0)
-    add_address(q)
+    add_namespaced(q)
     q.set_defaults(func=cmd_stop)
 
 
@@ -96,11 +94,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- run ---
-async def cmd_run(args: argparse.Namespace) -> int:
-    loaded = load_job_file(args.file, variables=_variables(args))
+def _load_for_submit(args: argparse.Namespace, verb: str) -> LoadedJob:
+    """The job file's job; the namespace flag (or $SHOAL_NAMESPACE) applies only when the file names
+    none, as in Nomad. ``*`` is refused: a job is submitted to one namespace."""
+    ns = namespace(args)
+    if ns == ALL_NAMESPACES:
+        raise UsageError(f"shoal job {verb}: -namespace '*' means every namespace, and a job goes to one: "
+                         "give -namespace NAME, or set namespace in the job file")
+    loaded = load_job_file(args.file, variables=_variables(args), namespace=ns)
     for w in loaded.warnings:
         out.print(f"Warning: {w}", markup=False)
+    return loaded
+
+
+# --- run ---
+async def cmd_run(args: argparse.Namespace) -> int:
+    loaded = _load_for_submit(args, "run")
     async with client(args) as c:
         resp = await c.call("Job.Register", {"job": codec.to_plain(loaded.job), "source": str(args.file)})
         eval_id = resp["eval_id"]
@@ -108,10 +117,11 @@ async def cmd_run(args: argparse.Namespace) -> int:
             out.print("Job registration successful")
             out.print(f"Evaluation ID: {eval_id}")
             return 0
-        return await monitor(c, loaded.job.id, eval_id, int(resp.get("version", 0)), args.timeout)
+        job = loaded.job
+        return await monitor(c, job.namespace, job.id, eval_id, int(resp.get("version", 0)), args.timeout)
 
 
-async def monitor(c: RpcClient, job_id: str, eval_id: str, version: int, timeout: float) -> int:
+async def monitor(c: RpcClient, ns: str, job_id: str, eval_id: str, version: int, timeout: float) -> int:
     """Follow an evaluation, then its job's allocations, until they run or fail (like Nomad)."""
     deadline = time.monotonic() + timeout
     out.print(f'==> {when(time.time())}: Monitoring evaluation "{short(eval_id)}"')
@@ -121,7 +131,8 @@ async def monitor(c: RpcClient, job_id: str, eval_id: str, version: int, timeout
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise ShoalError(f"timed out after {timeout:g}s waiting for evaluation {short(eval_id)}")
-        r = await c.call("Eval.Get", {"eval_id": eval_id, "min_index": index, "wait": min(10.0, remaining)}, timeout=30)
+        r = await c.call("Eval.Get", {"eval_id": eval_id, "namespace": ns, "min_index": index,
+                                      "wait": min(10.0, remaining)}, timeout=30)
         index, ev = r["index"], r["eval"]
         if not status:
             out.print(f'    Evaluation triggered by job "{job_id}"')
@@ -145,17 +156,18 @@ async def monitor(c: RpcClient, job_id: str, eval_id: str, version: int, timeout
         raise ShoalError(f"evaluation {short(eval_id)} {status}: {ev.get('status_description') or 'see shoal job status'}")
     if failures and not seen:
         return 1  # nothing placed: the explanation above says why; a blocked evaluation retries on new capacity
-    code = await _follow_allocs(c, job_id, version, deadline)
+    code = await _follow_allocs(c, ns, job_id, version, deadline)
     return 1 if failures else code
 
 
-async def _follow_allocs(c: RpcClient, job_id: str, version: int, deadline: float) -> int:
+async def _follow_allocs(c: RpcClient, ns: str, job_id: str, version: int, deadline: float) -> int:
     index, states = 0, {}
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise ShoalError("timed out waiting for allocations to start; see `shoal job status " + job_id + "`")
-        r = await c.call("Job.Get", {"job_id": job_id, "min_index": index, "wait": min(10.0, remaining)}, timeout=30)
+            raise ShoalError(f"timed out waiting for allocations to start; see `shoal job status -namespace {ns} {job_id}`")
+        r = await c.call("Job.Get", {"job_id": job_id, "namespace": ns, "min_index": index,
+                                     "wait": min(10.0, remaining)}, timeout=30)
         index = r["index"]
         job_type = r["job"]["type"]
         allocs = [a for a in r["allocations"] if a["desired_status"] == "run" and a["job_version"] == version]
@@ -165,7 +177,8 @@ async def _follow_allocs(c: RpcClient, job_id: str, version: int, deadline: floa
                 out.print(f'    Allocation "{short(a["id"])}" status "{a["client_status"]}" ({a["name"]})', markup=False)
         failed = [a for a in allocs if a["client_status"] in ("failed", "lost")]
         if failed:
-            out.print(f"==> {len(failed)} allocation(s) failed; see `shoal alloc status {short(failed[0]['id'])}`", markup=False)
+            out.print(f"==> {len(failed)} allocation(s) failed; see `shoal alloc status -namespace {ns} "
+                      f"{short(failed[0]['id'])}`", markup=False)
             return 1
         ok = ("running", "complete") if job_type in ("batch", "sysbatch") else ("running",)
         if allocs and all(a["client_status"] in ok for a in allocs):
@@ -177,9 +190,7 @@ async def _follow_allocs(c: RpcClient, job_id: str, version: int, deadline: floa
 
 # --- plan ---
 async def cmd_plan(args: argparse.Namespace) -> int:
-    loaded = load_job_file(args.file, variables=_variables(args))
-    for w in loaded.warnings:
-        out.print(f"Warning: {w}", markup=False)
+    loaded = _load_for_submit(args, "plan")
     async with client(args) as c:
         r = await c.call("Job.Plan", {"job": codec.to_plain(loaded.job), "source": str(args.file)})
     if args.json:
@@ -212,21 +223,24 @@ async def cmd_plan(args: argparse.Namespace) -> int:
 
 # --- status ---
 async def cmd_status(args: argparse.Namespace) -> int:
+    ns = namespace(args)
     async with client(args) as c:
         if not args.job:
-            r = await c.call("Job.List", {"stale": args.stale})
+            r = await c.call("Job.List", {"namespace": ns, "stale": args.stale})
             if args.json:
                 print_json(r["jobs"])
                 return 0
             if not r["jobs"]:
                 out.print("No running jobs")
                 return 0
+            every = across_namespaces(args)  # Nomad's list shows a Namespace column across namespaces
             table(
-                ["ID", "Type", "Priority", "Status", "Submit Date"],
-                [(j["id"], j["type"], j["priority"], j["status"], when(j["submit_time"])) for j in r["jobs"]],
+                ["ID", *(["Namespace"] if every else []), "Type", "Priority", "Status", "Submit Date"],
+                [(j["id"], *([j["namespace"]] if every else []), j["type"], j["priority"], j["status"],
+                  when(j["submit_time"])) for j in r["jobs"]],
             )
             return 0
-        r = await c.call("Job.Get", {"job_id": args.job, "stale": args.stale})
+        r = await c.call("Job.Get", {"job_id": args.job, "namespace": ns, "stale": args.stale})
     if args.json:
         print_json({k: v for k, v in r.items() if k != "index"})
         return 0
@@ -280,8 +294,8 @@ def render_job(r: dict[str, Any]) -> None:
 # --- stop ---
 async def cmd_stop(args: argparse.Namespace) -> int:
     async with client(args) as c:
-        r = await c.call("Job.Deregister", {"job_id": args.job, "purge": args.purge})
-        eval_id = r["eval_id"]
+        r = await c.call("Job.Deregister", {"job_id": args.job, "namespace": namespace(args), "purge": args.purge})
+        eval_id, ns, job_id = r["eval_id"], r["namespace"], r["job_id"]
         if args.detach:
             out.print(f"Evaluation ID: {eval_id}")
             return 0
@@ -289,7 +303,8 @@ async def cmd_stop(args: argparse.Namespace) -> int:
         out.print(f'==> {when(time.time())}: Monitoring evaluation "{short(eval_id)}"')
         index = 0
         while True:
-            ev = await c.call("Eval.Get", {"eval_id": eval_id, "min_index": index, "wait": 10.0}, timeout=30)
+            ev = await c.call("Eval.Get", {"eval_id": eval_id, "namespace": ns, "min_index": index, "wait": 10.0},
+                              timeout=30)
             index = ev["index"]
             if ev["eval"]["status"] in EVAL_DONE:
                 break
@@ -299,10 +314,11 @@ async def cmd_stop(args: argparse.Namespace) -> int:
         # Wait until every allocation of the job has stopped on its node.
         index = 0
         while time.monotonic() < deadline:
-            r = await c.call("Alloc.List", {"job_id": r.get("job_id") or args.job, "min_index": index, "wait": 10.0}, timeout=30)
+            r = await c.call("Alloc.List", {"job_id": job_id, "namespace": ns, "min_index": index, "wait": 10.0},
+                             timeout=30)
             index = r["index"]
             live = [a for a in r["allocations"] if a["client_status"] not in ALLOC_DONE]
             if not live:
-                out.print(f"==> Job {args.job!r} stopped", markup=False)
+                out.print(f"==> Job {job_id!r} stopped", markup=False)
                 return 0
         raise ShoalError("timed out waiting for the job's allocations to stop")

@@ -11,7 +11,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-out = Console(highlight=False, soft_wrap=True)
+# Piped into another program, a table keeps one line per row (as Nomad's): it is not folded to 80 columns.
+UNWRAPPED = 10_000
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else UNWRAPPED)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
