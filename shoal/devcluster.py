@@ -539,11 +539,12 @@ class DevCluster:
         for d in (h.data_dir, h.log_dir, h.run_dir, h.image_dir):
             d.mkdir(parents=True, exist_ok=True)
         if h.client and self.images:
-            from shoal.agent.images import ImageStore
+            from shoal.agent.imageimport import import_rootfs
+            from shoal.agent.imagestore import ImageStore
 
             store = ImageStore(h.image_dir)
             for ref, rootfs in self.images.items():
-                store.import_rootfs(Path(rootfs), ref)
+                import_rootfs(store, Path(rootfs), ref)
                 store.lower_dirs(store.resolve(ref))  # unpacked now, not during a drill
 
     # --- processes ---
