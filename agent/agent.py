@@ -20,7 +20,7 @@ from shoal.agent.drivers.registry import build_drivers
 from shoal.agent.execsession import ExecManager
 from shoal.agent.fingerprint import fingerprint
 from shoal.agent.imagemgr import ImageManager
-from shoal.agent.images import ImageStore
+from shoal.agent.imagestore import ImageStore
 from shoal.agent.logs import read_log
 from shoal.agent.procwait import become_subreaper
 from shoal.agent.registry_client import RegistryConfig, load_auth_file

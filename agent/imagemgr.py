@@ -2,7 +2,7 @@
 
 ``ImageManager.get`` resolves a reference against the local store and pulls it
 only when it is missing (or when ``force_pull`` is set). Concurrent requests for
-one reference share one pull. Pulls run in a thread (``registry_client`` is
+one reference share one pull. Pulls run in a thread (``imagepull`` is
 blocking code).
 
 Garbage collection (``gc``): images this agent *pulled* that no task has used
@@ -19,12 +19,13 @@ from collections.abc import Callable, Iterable
 
 import structlog
 
-from shoal.agent.images import GcReport, Image, ImageNotFound, ImageStore
+from shoal.agent.imagepull import pull_image
+from shoal.agent.imagestore import ImageStore
+from shoal.agent.imagetypes import PULLED_ANNOTATION, REF_ANNOTATION, GcReport, Image, ImageNotFound, tag_name
 from shoal.agent.registry_client import Credentials, RegistryClient, RegistryConfig, is_qualified
 
 log = structlog.get_logger("shoal.agent.images")
 
-PULLED_ANNOTATION = "io.shoal.pulled-from"
 DEFAULT_GC_DELAY = 180.0  # seconds an unused pulled image is kept (Nomad's image_delay)
 
 
@@ -65,7 +66,7 @@ class ImageManager:
 
     async def pull(self, ref: str, *, auth: Credentials | None = None) -> None:
         """Pull ``ref``; callers asking for the same reference at the same time share one pull."""
-        key = self.store.tag_name(ref)
+        key = tag_name(ref)
         fut = self._inflight.get(key)
         if fut is None:
             loop = asyncio.get_running_loop()
@@ -77,7 +78,7 @@ class ImageManager:
     async def _pull(self, ref: str, auth: Credentials | None) -> None:
         t0 = time.monotonic()
         log.info("pulling image", image=ref)
-        info = await asyncio.to_thread(self.client.pull, self.store, ref, auth)
+        info = await asyncio.to_thread(pull_image, self.client, self.store, ref, auth)
         self.pulls += 1
         log.info("image pulled", image=ref, digest=info.digest, size=info.size,
                  seconds=round(time.monotonic() - t0, 3))
@@ -102,7 +103,7 @@ class ImageManager:
             if PULLED_ANNOTATION not in ann or digest in in_use:
                 continue
             if now - self._last_used.get(digest, self._started) >= self.gc_delay:
-                out.append(str(ann.get("org.opencontainers.image.ref.name")))
+                out.append(str(ann.get(REF_ANNOTATION)))
         return out
 
     async def gc(self, in_use: set[str], *, grace: float = 600.0) -> GcReport:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.agent.drivers.base import DriverError
-from shoal.agent.images import DEFAULT_PATH_ENV, ImageConfig
+from shoal.agent.imagetypes import DEFAULT_PATH_ENV, ImageConfig
 from shoal.jobs.model import Resources
 
 OCI_VERSION = "1.0.2-dev"

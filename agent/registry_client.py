@@ -1,10 +1,8 @@
-"""Pull images over the OCI Distribution (Docker Registry HTTP API v2) into the local store.
+"""The client side of the OCI Distribution API (Docker Registry HTTP API v2): references, credentials, HTTP.
 
-One pull: ``GET /v2/<repo>/manifests/<tag|digest>`` (an image index picks the
-host's platform), then the config and layer blobs with ``GET /v2/<repo>/blobs/<digest>``.
-Every manifest and blob is hashed as it arrives and refused if its sha256 is not
-the digest that named it; nothing unverified reaches the store. Blobs already in
-the store are not fetched again.
+``GET /v2/<repo>/manifests/<tag|digest>`` (:meth:`RegistryClient.fetch_manifest`, verified
+against its digest) and ``GET /v2/<repo>/blobs/<digest>`` (:meth:`RegistryClient.blob`, a
+stream the caller hashes). ``imagepull.py`` uses these to pull an image into the store.
 
 Authentication follows the registry's ``WWW-Authenticate`` challenge: ``Bearer``
 (a token from the realm, with the credentials as basic auth when there are any)
@@ -17,6 +15,7 @@ Blocking code (stdlib ``http.client``): the agent runs it in a thread.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import http.client
 import ipaddress
@@ -25,21 +24,12 @@ import re
 import ssl
 import time
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
-from shoal.agent.images import (
-    INDEX_TYPES,
-    MT_DOCKER_LIST,
-    MT_DOCKER_MANIFEST,
-    MT_OCI_INDEX,
-    MT_OCI_MANIFEST,
-    REF_ANNOTATION,
-    ImageError,
-    ImageInfo,
-    ImageStore,
-    pick_platform,
-)
+from shoal.agent.imagetypes import MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_OCI_INDEX, MT_OCI_MANIFEST, ImageError
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
@@ -355,65 +345,19 @@ class RegistryClient:
         return body, media_type, digest
 
     # --------------------------------------------------------------- blobs
-    def fetch_blob(self, store: ImageStore, ref: ImageRef, digest: str, size: int | None,
-                   creds: Credentials | None) -> None:
-        """Download one blob into the store, verified by digest (skipped if the store has it)."""
-        if store.has_blob(digest):
-            return
+    @contextlib.contextmanager
+    def blob(self, ref: ImageRef, digest: str, creds: Credentials | None) -> Iterator[BinaryIO]:
+        """The body of one blob, streaming (the reader hashes it: ``imagepull`` refuses a mismatch).
+
+        A read that fails (the connection) inside the ``with`` is a recoverable :class:`PullError`.
+        """
         what = f"pulling {ref.registry}/{ref.repository} blob {digest}"
         resp = self._get(ref, "blobs", digest, "*/*", what, creds)
         if resp.status != 200:
             raise self._status_error(resp, what, ref)
         try:
-            store.write_blob_stream(resp.body, digest, size, what=f"{ref.registry}/{ref.repository}: blob {digest}")
-        except PullError:
-            raise
-        except ImageError as exc:
-            raise PullError(str(exc), recoverable=False) from None
+            yield resp.body
         except (OSError, http.client.HTTPException) as exc:
             raise PullError(f"{what}: download failed: {exc}", recoverable=True) from None
         finally:
             resp.close()
-
-    # ---------------------------------------------------------------- pull
-    def pull(self, store: ImageStore, ref_text: str, creds: Credentials | None = None,
-             tag_as: str | None = None) -> ImageInfo:
-        """Pull ``ref_text`` into ``store`` and tag it (as ``tag_as``, default ``ref_text``)."""
-        ref = parse_ref(ref_text, self.cfg.default_registry or DOCKER_HUB)
-        if creds is None:
-            creds = self.cfg.auths.get(ref.registry)
-        top_body, top_type, top_digest = self.fetch_manifest(ref, ref.reference, creds)
-        manifest_body, manifest_digest = top_body, top_digest
-        top = json.loads(top_body)
-        blobs: list[tuple[bytes, str]] = []  # manifests to store, children first
-        if top_type in INDEX_TYPES or "manifests" in top:
-            child = pick_platform(top, str(ref))
-            manifest_body, _child_type, manifest_digest = self.fetch_manifest(ref, str(child["digest"]), creds)
-            blobs.append((manifest_body, manifest_digest))
-        manifest = json.loads(manifest_body)
-        if "manifests" in manifest:
-            raise PullError(f"pulling {ref}: nested image indexes are not supported")
-        config = manifest.get("config") or {}
-        layers = list(manifest.get("layers") or [])
-        if not config.get("digest"):
-            raise PullError(f"pulling {ref}: the manifest names no config blob")
-        for desc in [config, *layers]:
-            d = str(desc.get("digest", ""))
-            if not _DIGEST.match(d):
-                raise PullError(f"pulling {ref}: unsupported or malformed blob digest {d!r} (only sha256)")
-            self.fetch_blob(store, ref, d, int(desc["size"]) if "size" in desc else None, creds)
-        for body, digest in blobs:
-            store.write_blob_bytes(body, digest)
-        store.write_blob_bytes(top_body, top_digest)
-        name = tag_as or ref_text
-        descriptor = {
-            "mediaType": top_type or MT_OCI_MANIFEST,
-            "digest": top_digest,
-            "size": len(top_body),
-            "annotations": {REF_ANNOTATION: store.tag_name(name), "io.shoal.pulled-from": str(ref)},
-        }
-        store.tag(name, descriptor)
-        image = store.resolve(name)
-        size = len(top_body) + int(config.get("size", 0)) + sum(layer.size for layer in image.layers)
-        return ImageInfo(store.tag_name(name), top_digest, size)
-

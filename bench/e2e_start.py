@@ -94,12 +94,13 @@ def main() -> int:
     ap.add_argument("--no-runc-loop", action="store_true", help="time shoal only")
     ap.add_argument("--agent-log", type=Path, help="keep the dev agent's log here")
     args = ap.parse_args()
-    from shoal.agent.images import ImageStore
+    from shoal.agent.imageimport import import_rootfs
+    from shoal.agent.imagestore import ImageStore
 
     with tempfile.TemporaryDirectory(prefix="shoal-bench-") as tmp:
         root = Path(tmp)
         rootfs = build_busybox_rootfs(root / "rootfs")
-        ImageStore(root / "images").import_rootfs(rootfs, "busybox:latest")
+        import_rootfs(ImageStore(root / "images"), rootfs, "busybox:latest")
         agent = DevAgent(root=root / "agent", image_dir=root / "images")
         try:
             agent.start()

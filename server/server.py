@@ -30,6 +30,7 @@ from shoal.raft.node import DEFAULT_WRITE_TIMEOUT, RaftConfig, RaftNode, check_b
 from shoal.rpc.transport import RpcClient, RpcServer
 from shoal.server.endpoints import Endpoints
 from shoal.server.leader import LeaderDuties
+from shoal.server.scheduler_config import scheduler_config
 from shoal.server.usage import UsageIndexer
 from shoal.server.watch import StateWatch
 
@@ -102,7 +103,7 @@ class Server:
         self.fsm.add_indexer(self.usage)
         self.leader = LeaderDuties(
             self.fsm.store, self.raft, self.watch, self.usage, workers=self.cfg.workers,
-            heartbeat_ttl=self.cfg.heartbeat_ttl, scheduler=self.cfg.scheduler_config(),
+            heartbeat_ttl=self.cfg.heartbeat_ttl, scheduler=scheduler_config(self.cfg),
         )
         Endpoints(self).register(self.rpc)
         check_bindable(self.cfg.raft_bind)  # Raft itself starts later (after joining): fail now if it cannot

@@ -33,13 +33,7 @@ class ServerConfig:
     raft_max_timeout: float = 1.5
     # Nomad's scheduler configuration: binpack or spread; service/batch jobs may preempt (system ones always may)
     scheduler_algorithm: str = "binpack"
-    preempt_service_batch: bool = False
-
-    def scheduler_config(self):  # -> shoal.scheduler.SchedulerConfig (imported here: shoal.config stays light)
-        from shoal.scheduler.config import SchedulerConfig
-
-        return SchedulerConfig(algorithm=self.scheduler_algorithm, preempt_service=self.preempt_service_batch,
-                               preempt_batch=self.preempt_service_batch)
+    preempt_service_batch: bool = False  # the server makes the SchedulerConfig (server/scheduler_config.py)
 
 
 @dataclass(slots=True)

@@ -32,7 +32,8 @@ from shoal.agent import cgroups, ocispec, procwait
 from shoal.agent.drivers.base import DriverError, ExitResult, TaskHandle, TaskSpec
 from shoal.agent.fingerprint import cpu_info
 from shoal.agent.imagemgr import ImageManager
-from shoal.agent.images import Image, ImageStore
+from shoal.agent.imagestore import ImageStore
+from shoal.agent.imagetypes import Image
 from shoal.agent.registry_client import Credentials, RegistryConfig
 from shoal.agent.runc import Runc
 

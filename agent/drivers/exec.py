@@ -18,7 +18,7 @@ from typing import Any
 from shoal.agent import ocispec
 from shoal.agent.drivers.base import DriverError, TaskHandle, TaskSpec
 from shoal.agent.drivers.container import ContainerDriver, _TaskPaths, container_id
-from shoal.agent.images import DEFAULT_PATH_ENV, Image, ImageConfig
+from shoal.agent.imagetypes import DEFAULT_PATH_ENV, Image, ImageConfig
 
 HOST_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 HOST_ETC = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/passwd", "/etc/group",

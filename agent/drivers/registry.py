@@ -8,7 +8,7 @@ from shoal.agent.drivers.base import Driver
 from shoal.agent.drivers.container import DEFAULT_STATE_DIR, ContainerDriver
 from shoal.agent.drivers.exec import ExecDriver
 from shoal.agent.drivers.raw_exec import RawExecDriver
-from shoal.agent.images import ImageStore
+from shoal.agent.imagestore import ImageStore
 from shoal.agent.registry_client import RegistryConfig
 
 

@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
-    from shoal.devcluster import DevCluster, build_busybox_rootfs
+    from shoal.devcluster import DevCluster
+    from shoal.devcluster.rootfs import build_busybox_rootfs
 
     if args.servers < 1 or args.clients < 0:
         raise UsageError("shoal dev cluster: --servers must be >= 1 and --clients >= 0")

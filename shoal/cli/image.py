@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _store(path: Path):
-    from shoal.agent.images import ImageStore  # the store is the agent's; only these commands need it
+    from shoal.agent.imagestore import ImageStore  # the store is the agent's; only these commands need it
 
     return ImageStore(path)
 
@@ -63,8 +63,10 @@ def _driver_error():
 def cmd_import(args: argparse.Namespace) -> int:
     if not args.file.is_file():
         raise ShoalError(f"{args.file}: no such file")
+    from shoal.agent.imageimport import import_archive
+
     try:
-        infos = _store(args.image_dir).import_archive(args.file, tag=args.tag)
+        infos = import_archive(_store(args.image_dir), args.file, tag=args.tag)
     except _driver_error() as e:
         raise ShoalError(str(e)) from None
     for info in infos:
@@ -75,8 +77,10 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_import_rootfs(args: argparse.Namespace) -> int:
     if not args.rootfs.is_dir():
         raise ShoalError(f"{args.rootfs}: not a directory")
+    from shoal.agent.imageimport import import_rootfs
+
     try:
-        info = _store(args.image_dir).import_rootfs(args.rootfs, args.ref)
+        info = import_rootfs(_store(args.image_dir), args.rootfs, args.ref)
     except _driver_error() as e:
         raise ShoalError(str(e)) from None
     out.print(f"Imported {args.rootfs} as {args.ref} into {args.image_dir} ({info.digest})", markup=False)
@@ -84,12 +88,13 @@ def cmd_import_rootfs(args: argparse.Namespace) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
+    from shoal.agent.imagepull import pull_image
     from shoal.agent.registry_client import RegistryClient, RegistryConfig, load_auth_file
 
     try:
         cfg = RegistryConfig(insecure=frozenset(args.insecure_registry), default_registry=args.default_registry,
                              auths=load_auth_file(args.registry_auth) if args.registry_auth else {})
-        info = RegistryClient(cfg).pull(_store(args.image_dir), args.ref)
+        info = pull_image(RegistryClient(cfg), _store(args.image_dir), args.ref)
     except _driver_error() as e:
         raise ShoalError(str(e)) from None
     out.print(f"Pulled {info.ref} ({info.digest}, {info.size / 1e6:.1f} MB) into {args.image_dir}", markup=False)

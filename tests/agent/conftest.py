@@ -20,7 +20,8 @@ from shoal.agent import cgroups, procwait
 from shoal.agent.drivers.base import Driver, TaskHandle, TaskSpec
 from shoal.agent.drivers.container import ContainerDriver, unmount
 from shoal.agent.drivers.raw_exec import RawExecDriver
-from shoal.agent.images import ImageStore
+from shoal.agent.imageimport import import_rootfs
+from shoal.agent.imagestore import ImageStore
 from shoal.jobs.model import Resources
 
 T = TypeVar("T")
@@ -84,7 +85,7 @@ def shared_store(tmp_path_factory: pytest.TempPathFactory) -> ImageStore:
     base = tmp_path_factory.mktemp("images")
     store = ImageStore(base / "store")
     rootfs = build_busybox_rootfs(base / "busybox")
-    store.import_rootfs(rootfs, "busybox:latest")
+    import_rootfs(store, rootfs, "busybox:latest")
     if IS_ROOT:
         store.lower_dirs(store.resolve("busybox:latest"))
     return store

@@ -14,7 +14,7 @@ from shoal.agent import cgroups
 from shoal.agent.drivers.base import DriverError, TaskHandle
 from shoal.agent.drivers.container import ContainerDriver, container_id
 from shoal.agent.drivers.registry import build_drivers
-from shoal.agent.images import ImageStore
+from shoal.agent.imagestore import ImageStore
 from shoal.jobs.model import Resources
 
 pytestmark = pytest.mark.root

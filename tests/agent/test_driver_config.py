@@ -11,7 +11,7 @@ from shoal.agent import runc as runc_mod
 from shoal.agent.drivers.container import ContainerDriver, _escape_overlay, container_id
 from shoal.agent.drivers.raw_exec import RawExecDriver
 from shoal.agent.drivers.registry import build_drivers
-from shoal.agent.images import ImageStore
+from shoal.agent.imagestore import ImageStore
 
 
 def test_container_ids_are_runc_safe() -> None:

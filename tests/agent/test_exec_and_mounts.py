@@ -11,7 +11,7 @@ from shoal.agent import cgroups, ocispec
 from shoal.agent.drivers.base import DriverError
 from shoal.agent.drivers.container import ContainerDriver
 from shoal.agent.drivers.exec import ExecDriver
-from shoal.agent.images import ImageStore
+from shoal.agent.imagestore import ImageStore
 from shoal.jobs.model import Resources
 
 pytestmark = pytest.mark.root

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from shoal.agent.images import ImageError, ImageStore
+from shoal.agent.imageimport import import_archive, import_rootfs
+from shoal.agent.imagestore import ImageStore
+from shoal.agent.imagetypes import ImageError
 
 SHOAL = str(Path(sys.executable).parent / "shoal")
 pytestmark = [pytest.mark.root, pytest.mark.skipif(shutil.which("skopeo") is None, reason="needs skopeo (make deps)")]
@@ -23,7 +25,7 @@ def archives(tmp_path_factory) -> dict[str, Path]:
 
     base = tmp_path_factory.mktemp("archives")
     src = ImageStore(base / "src")
-    src.import_rootfs(build_busybox_rootfs(base / "rootfs"), "busybox:1", cmd=["/bin/echo", "hi"], working_dir="/tmp")
+    import_rootfs(src, build_busybox_rootfs(base / "rootfs"), "busybox:1", cmd=["/bin/echo", "hi"], working_dir="/tmp")
     out = {"oci": base / "oci.tar", "docker": base / "docker.tar"}
     for kind, dest in (("oci-archive", out["oci"]), ("docker-archive", out["docker"])):
         subprocess.run(["skopeo", "copy", "-q", f"oci:{base / 'src'}:busybox:1", f"{kind}:{dest}:busybox:1"],
@@ -71,7 +73,7 @@ def test_corrupted_archive_is_refused(tmp_path: Path, archives: dict[str, Path])
                 dst.addfile(m, f)
     store = ImageStore(tmp_path / "store")
     with pytest.raises(ImageError, match="digest mismatch.*corrupted"):
-        store.import_archive(bad)
+        import_archive(store, bad)
     assert store.descriptors() == []
     r = _shoal("image", "import", str(tmp_path / "nope.tar"), "--image-dir", str(tmp_path / "store"))
     assert r.returncode == 1 and "no such file" in r.stderr
@@ -79,4 +81,4 @@ def test_corrupted_archive_is_refused(tmp_path: Path, archives: dict[str, Path])
     with tarfile.open(junk, "w"):
         pass
     with pytest.raises(ImageError, match="neither an OCI archive"):
-        store.import_archive(junk)
+        import_archive(store, junk)

@@ -8,7 +8,7 @@ import pytest
 
 from shoal.agent import ocispec
 from shoal.agent.drivers.base import DriverError
-from shoal.agent.images import ImageConfig
+from shoal.agent.imagetypes import ImageConfig
 from shoal.jobs.model import Resources
 
 IMAGE = ImageConfig(entrypoint=("/entry",), cmd=("default", "cmd"), env=("PATH=/img/bin", "A=image"),

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from shoal.agent.imagemgr import ImageManager
-from shoal.agent.images import MT_OCI_INDEX, MT_OCI_MANIFEST, ImageNotFound, ImageStore
+from shoal.agent.imagepull import pull_image
+from shoal.agent.imagestore import ImageStore
+from shoal.agent.imagetypes import MT_OCI_INDEX, MT_OCI_MANIFEST, ImageNotFound, go_arch
 from shoal.agent.registry_client import (
     Credentials,
     PullError,
@@ -149,7 +151,7 @@ class FakeRegistry:
                 {"mediaType": MT_OCI_MANIFEST, "digest": _digest(other), "size": len(other),
                  "platform": {"os": "linux", "architecture": "s390x"}},
                 {"mediaType": MT_OCI_MANIFEST, "digest": _digest(manifest), "size": len(manifest),
-                 "platform": {"os": "linux", "architecture": _arch()}},
+                 "platform": {"os": "linux", "architecture": go_arch()}},
                 {"mediaType": MT_OCI_MANIFEST, "digest": _digest(other), "size": len(other),
                  "platform": {"os": "unknown", "architecture": "unknown"}},
             ]}).encode()
@@ -160,12 +162,6 @@ class FakeRegistry:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-def _arch() -> str:
-    from shoal.agent.images import _go_arch
-
-    return _go_arch()
 
 
 @pytest.fixture
@@ -217,7 +213,7 @@ def test_pull_with_auth_and_index(tmp_path: Path, fake_registry, auth) -> None:
     store = ImageStore(tmp_path / "store")
     creds = {reg.host: Credentials("u", "p")} if auth else {}
     client = RegistryClient(RegistryConfig(auths=creds))
-    info = client.pull(store, f"{reg.host}/app/web:1")
+    info = pull_image(client, store, f"{reg.host}/app/web:1")
     assert info.ref == f"{reg.host}/app/web:1"
     image = store.resolve(f"{reg.host}/app/web:1")
     assert image.config.cmd == ("/bin/echo", "x") and image.config.working_dir == "/srv"
@@ -227,7 +223,7 @@ def test_pull_with_auth_and_index(tmp_path: Path, fake_registry, auth) -> None:
     assert len({p for p in reg.requests if "/manifests/" in p}) == 2
     # a second pull fetches manifests again but no blobs
     before = sum("/blobs/" in p for p in reg.requests)
-    client.pull(store, f"{reg.host}/app/web:1")
+    pull_image(client, store, f"{reg.host}/app/web:1")
     assert sum("/blobs/" in p for p in reg.requests) == before
     if auth == "bearer":
         assert any(p.startswith("/token") for p in reg.requests)
@@ -238,15 +234,17 @@ def test_wrong_credentials_and_missing_image(tmp_path: Path, fake_registry) -> N
     reg = fake_registry(auth="basic")
     reg.add_image("1", {"a": b"a"})
     with pytest.raises(PullError, match="requires a username and password"):
-        RegistryClient().pull(store, f"{reg.host}/app/web:1")
+        pull_image(RegistryClient(), store, f"{reg.host}/app/web:1")
     with pytest.raises(PullError, match="refused access"):
-        RegistryClient(RegistryConfig(auths={reg.host: Credentials("u", "wrong")})).pull(store, f"{reg.host}/app/web:1")
+        pull_image(RegistryClient(RegistryConfig(auths={reg.host: Credentials("u", "wrong")})), store,
+                   f"{reg.host}/app/web:1")
     bearer = fake_registry(auth="bearer")
     with pytest.raises(PullError, match="token service .* refused"):
-        RegistryClient(RegistryConfig(auths={bearer.host: Credentials("u", "wrong")})).pull(store, f"{bearer.host}/app/web:1")
+        pull_image(RegistryClient(RegistryConfig(auths={bearer.host: Credentials("u", "wrong")})), store,
+                   f"{bearer.host}/app/web:1")
     open_reg = fake_registry()
     with pytest.raises(PullError, match="not found in"):
-        RegistryClient().pull(store, f"{open_reg.host}/app/web:nosuch")
+        pull_image(RegistryClient(), store, f"{open_reg.host}/app/web:nosuch")
     assert store.descriptors() == []
 
 
@@ -257,7 +255,7 @@ def test_corrupted_blob_is_refused(tmp_path: Path, fake_registry) -> None:
     reg.blobs[layer] = good[:-8] + bytes(8)  # same size, different content
     store = ImageStore(tmp_path / "store")
     with pytest.raises(PullError, match=rf"blob {layer}: digest mismatch.*corrupted"):
-        RegistryClient().pull(store, f"{reg.host}/app/web:1")
+        pull_image(RegistryClient(), store, f"{reg.host}/app/web:1")
     assert not store.has_blob(layer) and store.descriptors() == []
     assert not [p for p in (tmp_path / "store" / "blobs" / "sha256").iterdir() if p.name.startswith(".tmp")]
     # a manifest whose content does not match the digest it was asked by
@@ -266,7 +264,7 @@ def test_corrupted_blob_is_refused(tmp_path: Path, fake_registry) -> None:
     reg.manifests["1"] = (MT_OCI_MANIFEST, body.replace(b'"schemaVersion": 2', b'"schemaVersion":2 '))
     reg.manifests[_digest(body)] = reg.manifests["1"]
     with pytest.raises(PullError, match="manifest digest mismatch"):
-        RegistryClient().pull(store, f"{reg.host}/app/web@{_digest(body)}")
+        pull_image(RegistryClient(), store, f"{reg.host}/app/web@{_digest(body)}")
 
 
 def test_manager_dedups_concurrent_pulls_and_collects_garbage(tmp_path: Path, fake_registry) -> None:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from shoal.devcluster import DevCluster, build_busybox_rootfs
+from shoal.devcluster import DevCluster
+from shoal.devcluster.rootfs import build_busybox_rootfs
 
 
 def _why_not() -> str | None:

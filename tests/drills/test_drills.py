@@ -25,7 +25,8 @@ from drills.helpers import (
     write_job,
 )
 
-from shoal.devcluster import DevCluster, wait_for
+from shoal.devcluster import DevCluster
+from shoal.devcluster.waiting import wait_for
 from shoal.errors import NoLeader, ShoalError, Unavailable
 from shoal.rpc.sync import call
 from shoal.rpc.transport import RpcClient

@@ -22,12 +22,13 @@ def image_dir(tmp_path_factory) -> Path:
     why = _can_run_containers()
     if why:
         pytest.skip(why)
-    from shoal.agent.images import ImageStore
+    from shoal.agent.imageimport import import_rootfs
+    from shoal.agent.imagestore import ImageStore
 
     root = tmp_path_factory.mktemp("images")
     rootfs = build_busybox_rootfs(root / "rootfs")
     store = root / "store"
-    ImageStore(store).import_rootfs(rootfs, "busybox:latest")
+    import_rootfs(ImageStore(store), rootfs, "busybox:latest")
     return store
 
 

@@ -125,13 +125,14 @@ def _alloc(agent: DevAgent, job: str) -> dict:
 
 
 def test_pull_from_a_registry_and_refuse_a_corrupted_blob(tmp_path: Path, registry: Registry, agent: DevAgent) -> None:
-    from shoal.agent.images import ImageStore
+    from shoal.agent.imageimport import import_rootfs
+    from shoal.agent.imagestore import ImageStore
 
     # an image built from busybox-static, pushed from an OCI layout
     layout = ImageStore(tmp_path / "layout")
     rootfs = build_busybox_rootfs(tmp_path / "rootfs")
     (rootfs / "etc" / "which").write_text("image one\n")
-    layout.import_rootfs(rootfs, "busybox:1")
+    import_rootfs(layout, rootfs, "busybox:1")
     registry.push(tmp_path / "layout", "busybox:1")
 
     job = tmp_path / "job.hcl"
@@ -153,7 +154,7 @@ def test_pull_from_a_registry_and_refuse_a_corrupted_blob(tmp_path: Path, regist
 
     # a second image whose layer blob is corrupted in the registry's storage
     (rootfs / "etc" / "which").write_text("image two\n")
-    layout.import_rootfs(rootfs, "busybox:2")
+    import_rootfs(layout, rootfs, "busybox:2")
     registry.push(tmp_path / "layout", "busybox:2")
     layer = layout.resolve("busybox:2").layers[0].digest
     blob = registry.blob_path(layer)

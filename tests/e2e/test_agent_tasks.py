@@ -24,13 +24,14 @@ def agent(tmp_path_factory):
     why = None if os.geteuid() == 0 else "needs root"
     if why:
         pytest.skip(why)
-    from shoal.agent.images import ImageStore
+    from shoal.agent.imageimport import import_rootfs
+    from shoal.agent.imagestore import ImageStore
 
     root = tmp_path_factory.mktemp("tasks")
     store = ImageStore(root / "images")
     rootfs = build_busybox_rootfs(root / "rootfs")
-    store.import_rootfs(rootfs, "busybox:latest")
-    store.import_rootfs(rootfs, "busybox:1")  # what the corpus's docker jobs run
+    import_rootfs(store, rootfs, "busybox:latest")
+    import_rootfs(store, rootfs, "busybox:1")  # what the corpus's docker jobs run
     a = DevAgent(root=root / "agent", image_dir=root / "images")
     try:
         yield a.start("--default-registry", "")
