@@ -62,8 +62,8 @@ class LeaderManager(abc.ABC):
     async def start(self, ctx: LeaderContext, snap: StateSnapshot) -> None:
         """Leadership gained: rebuild from ``snap`` and begin work."""
 
-    def on_changes(self, changes: list[Change]) -> None:  # noqa: B027 - most managers react to changes; some do not
-        """Changes committed after the snapshot ``start`` was given."""
+    def on_changes(self, changes: list[Change]) -> None:
+        """Changes committed after the snapshot ``start`` was given (a manager that needs none keeps this)."""
 
     @abc.abstractmethod
     async def stop(self) -> None:
