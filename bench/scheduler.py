@@ -5,11 +5,12 @@ workload of many jobs (service and batch, groups of 1 to 500 allocations, cpu
 from 100 MHz to 4 GHz, memory per MHz varying around the nodes' shape, some
 with constraints, some asking host ports) totalling 20 allocations per node,
 placed job by job through ``shoal.scheduler.schedule`` and a plan-apply step
-in-process: each plan is re-checked node by node with the plan applier's fit
-check (``scheduler.usage.node_fit`` against the live state, as
-``server.plan_apply``) and committed by the real FSM (``raft.fsm.FSM.apply``
-of an encoded ``plan.apply`` command into a ``raft.state.StateStore``; no Raft
-network). The state the scheduler reads is exactly a server worker's: a store
+in-process: each plan is re-checked node by node against the live state by the
+plan applier's own check (``server.plan_apply.check_plan``), and the command the
+server would submit for it (``server.plan_apply.plan_payload``, with the
+evaluation's outcome from ``server.worker.eval_outcome``) is committed by the
+real FSM (``raft.fsm.FSM.apply`` of the encoded ``plan.apply`` command into a
+``raft.state.StateStore``; no Raft network). The state the scheduler reads is exactly a server worker's: a store
 snapshot plus a copy of the ``scheduler.usage.UsageIndex`` that the FSM keeps
 current (``server.usage.UsageIndexer``): per-node usage and nodes ordered by
 free capacity.
@@ -41,14 +42,13 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from shoal import codec
 from shoal.jobs.model import Constraint, Job, Network, Port, Resources, Task, TaskGroup
 from shoal.jobs.structs import (
     ALLOC_PENDING,
     DESIRED_RUN,
-    EVAL_COMPLETE,
     NODE_READY,
     Allocation,
     Evaluation,
@@ -57,7 +57,6 @@ from shoal.jobs.structs import (
 )
 from shoal.raft import ops
 from shoal.raft.fsm import FSM, ApplyResult
-from shoal.server.usage import UsageIndexer
 from shoal.raft.state import StateStore
 from shoal.scheduler import Plan, schedule
 from shoal.scheduler.feasible import GroupFeasibility, JobNodeFilter, job_plan_checkers
@@ -65,6 +64,9 @@ from shoal.scheduler.generic import stopped_record, tainted_nodes
 from shoal.scheduler.ports import PortAsk, assign_ports, port_exhausted
 from shoal.scheduler.reconcile import reconcile
 from shoal.scheduler.usage import IndexedState, PlanUsage, live, node_fit
+from shoal.server.plan_apply import check_plan, plan_payload
+from shoal.server.usage import UsageIndexer
+from shoal.server.worker import eval_outcome
 
 MHZ_PER_CORE = 2500
 # (cores, GB of memory): weight
@@ -174,46 +176,28 @@ class Cluster:
 
 @dataclass
 class Clock:
-    """Where the time went: scheduling, the applier's fit check, the commit (encode + FSM)."""
+    """Where the time went: scheduling, the applier's fit check, the commit (the worker's evaluation
+    outcome and the ``plan.apply`` command built, encoded, applied by the FSM)."""
 
     schedule: float = 0.0
     check: float = 0.0
     commit: float = 0.0
 
 
-def apply_plan(cluster: Cluster, plan: Plan, evaluation: Evaluation, now: float, clock: Clock) -> tuple[int, int]:
-    """The server's plan-apply step without Raft: each node's new allocations re-checked
-    against the latest state (``node_fit``), then the fitting part committed through the
-    FSM with the evaluation's final status. Returns (placed, refused nodes)."""
+def apply_plan(cluster: Cluster, plan: Plan, evaluation: Evaluation, view: IndexedState, now: float,
+               clock: Clock) -> tuple[int, int]:
+    """The server's plan-apply step without Raft: the plan applier's check against the latest state
+    (``server.plan_apply.check_plan``), then the command the server submits for it (``plan_payload``,
+    with the evaluation's outcome as a worker computes it on ``view``, the state it planned on)
+    committed through the FSM. Returns (placed, refused nodes)."""
     t0 = time.perf_counter()
-    accepted: list[Allocation] = []
-    refused = 0
-    with cluster.store.reader() as s:
-        for node_id, new in plan.node_allocation.items():
-            node = s.node(node_id)
-            if node is None or not node.schedulable():
-                refused += 1
-                continue
-            removed = {a.id for a in plan.node_update.get(node_id, ())}
-            removed |= {a.id for a in plan.node_preemptions.get(node_id, ())}
-            if node_fit(node, s.allocs_by_node(node_id), new, removed) is None:
-                accepted.extend(new)
-            else:
-                refused += 1
-    stops = [
-        ops.AllocStop(id=a.id, desired_status=a.desired_status, desired_description=a.desired_description,
-                      client_status=a.client_status if a.client_status == "lost" else "")
-        for group in (plan.node_update, plan.node_preemptions)
-        for allocs in group.values()
-        for a in allocs
-    ]
-    done = replace(evaluation, status=EVAL_COMPLETE, failed_tg_allocs=plan.failed_tg_allocs, modify_time=now)
+    check = check_plan(cluster.store.snapshot(), plan)
     t1 = time.perf_counter()
-    cluster.commit(ops.PLAN_APPLY, ops.PlanApply(eval_id=plan.eval_id, namespace=plan.namespace, job_id=plan.job_id,
-                                                 allocs=accepted, stops=stops, evals=[done], now=now))
+    payload = plan_payload(plan, check, eval_outcome(evaluation, plan, view, now), now)
+    cluster.commit(ops.PLAN_APPLY, payload)
     clock.check += t1 - t0
     clock.commit += time.perf_counter() - t1
-    return len(accepted), refused
+    return len(payload.allocs), len(check.refused)
 
 
 # -- the naive first-fit baseline ----------------------------------------------------------------
@@ -357,7 +341,7 @@ def run(nodes: list[Node], jobs: list[Job], *, first_fit: bool, now: float = 1_0
             else:
                 plan = schedule(view, ev, now=now, new_id=new_id)
             clock.schedule += time.perf_counter() - t
-            p, r = apply_plan(cluster, plan, ev, now, clock)
+            p, r = apply_plan(cluster, plan, ev, view, now, clock)
             placed += p
             refused += r
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start

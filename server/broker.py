@@ -35,13 +35,12 @@ class EvalBroker:
         self._known: set[str] = set()
         self._deliveries: dict[str, int] = {}
         self._delayed: dict[str, asyncio.TimerHandle] = {}
-        self.enabled = True
 
     def __len__(self) -> int:
         return self._ready.qsize() + sum(len(q.waiting) for q in self._jobs.values())
 
     def enqueue(self, ev: Evaluation) -> None:
-        if not self.enabled or ev.id in self._known:
+        if ev.id in self._known:
             return
         self._known.add(ev.id)
         delay = ev.wait_until - time.time()

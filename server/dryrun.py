@@ -54,14 +54,13 @@ def plan_job(snap: StateSnapshot | IndexedState, job: Job, config: SchedulerConf
     for allocs in plan.node_update.values():
         for a in allocs:
             per_group.setdefault(a.task_group, {"create": 0, "destroy": 0})["destroy"] += 1
-    annotations = getattr(plan, "annotations", {}) or {}
     return {
         "job_id": job.id,
         "version": candidate.version,
         "job_modify_index": old.job_modify_index if old else 0,
         "diff": [{"path": c.path, "kind": c.kind, "old": c.old, "new": c.new} for c in diff_jobs(old, job)],
         "groups": per_group,
-        "annotations": {g: codec.to_plain(a) for g, a in annotations.items()},
+        "annotations": {g: codec.to_plain(a) for g, a in plan.annotations.items()},
         "failed_tg_allocs": {g: codec.to_plain(f) for g, f in plan.failed_tg_allocs.items()},
         "changes": not plan.is_noop(),
     }

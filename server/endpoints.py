@@ -31,7 +31,7 @@ from shoal.raft import ops
 from shoal.raft.state import StateSnapshot
 from shoal.rpc.transport import RpcServer
 from shoal.server.dryrun import plan_job
-from shoal.server.leader import node_evals
+from shoal.server.heartbeats import node_evals
 from shoal.server.lookup import find_alloc, find_eval, find_job, namespaced
 
 if TYPE_CHECKING:

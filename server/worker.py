@@ -66,7 +66,7 @@ class Worker:
             now = time.time()
             plan_it = functools.partial(schedule, snap, ev, now=now, new_id=new_id, config=self.config)
             plan = plan_it() if plans_inline(snap, ev) else await asyncio.to_thread(plan_it)
-            evals = self._outcome(ev, plan, snap, now)
+            evals = eval_outcome(ev, plan, snap, now)
             if plan.is_noop():
                 await self.raft.submit(ops.EVAL_UPSERT, ops.EvalUpsert(evals=evals))
                 return
@@ -85,36 +85,36 @@ class Worker:
                 return
         await self._finish(ev, EVAL_FAILED, f"plan refused {MAX_PLAN_ATTEMPTS} times: the cluster kept changing")
 
-    @staticmethod
-    def _outcome(ev: Evaluation, plan: Plan, snap: IndexedState, now: float) -> list[Evaluation]:
-        """The evaluation's final record plus those it spawns: delayed reschedules, a blocked
-        evaluation for what could not be placed, and one for each job that lost allocations to preemption."""
-        blocked = plan.blocked_eval
-        done = dataclasses.replace(
-            ev,
-            status=EVAL_COMPLETE,
-            status_description="",
-            failed_tg_allocs=plan.failed_tg_allocs,
-            blocked_eval=blocked.id if blocked else "",
-            modify_time=now,
-        )
-        out = [done, *plan.followup_evals]
-        if blocked is not None:
-            # One blocked evaluation per job: an older one is superseded.
-            for old in snap.evals_by_job(ev.namespace, ev.job_id):
-                if old.status == EVAL_BLOCKED and old.id != blocked.id:
-                    out.append(dataclasses.replace(old, status=EVAL_CANCELED, status_description="superseded", modify_time=now))
-            out.append(blocked)
-        preempted_jobs = {(a.namespace, a.job_id) for allocs in plan.node_preemptions.values() for a in allocs}
-        for ns, job_id in sorted(preempted_jobs):
-            job = snap.job(ns, job_id)
-            if job is not None:
-                out.append(Evaluation.for_job(job, new_id(), "preemption", now))
-        return out
-
     async def _finish(self, ev: Evaluation, status: str, description: str) -> None:
         final = dataclasses.replace(ev, status=status, status_description=description, modify_time=time.time())
         await self.raft.submit(ops.EVAL_UPSERT, ops.EvalUpsert(evals=[final]))
+
+
+def eval_outcome(ev: Evaluation, plan: Plan, snap: IndexedState, now: float) -> list[Evaluation]:
+    """The evaluation's final record plus those it spawns: delayed reschedules, a blocked
+    evaluation for what could not be placed, and one for each job that lost allocations to preemption."""
+    blocked = plan.blocked_eval
+    done = dataclasses.replace(
+        ev,
+        status=EVAL_COMPLETE,
+        status_description="",
+        failed_tg_allocs=plan.failed_tg_allocs,
+        blocked_eval=blocked.id if blocked else "",
+        modify_time=now,
+    )
+    out = [done, *plan.followup_evals]
+    if blocked is not None:
+        # One blocked evaluation per job: an older one is superseded.
+        for old in snap.evals_by_job(ev.namespace, ev.job_id):
+            if old.status == EVAL_BLOCKED and old.id != blocked.id:
+                out.append(dataclasses.replace(old, status=EVAL_CANCELED, status_description="superseded", modify_time=now))
+        out.append(blocked)
+    preempted_jobs = {(a.namespace, a.job_id) for allocs in plan.node_preemptions.values() for a in allocs}
+    for ns, job_id in sorted(preempted_jobs):
+        job = snap.job(ns, job_id)
+        if job is not None:
+            out.append(Evaluation.for_job(job, new_id(), "preemption", now))
+    return out
 
 
 def plans_inline(state: IndexedState, ev: Evaluation) -> bool:
