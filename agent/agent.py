@@ -14,8 +14,10 @@ from typing import Any
 import structlog
 
 from shoal import codec
-from shoal.agent.allocrunner import AllocRunner, exec_command, load_state
-from shoal.agent.drivers.base import Driver, DriverError
+from shoal.agent import names
+from shoal.agent.allocrunner import AllocRunner
+from shoal.agent.allocstate import load_state
+from shoal.agent.drivers.base import Driver, DriverError, TaskHandle
 from shoal.agent.drivers.registry import build_drivers
 from shoal.agent.execsession import ExecManager
 from shoal.agent.fingerprint import fingerprint
@@ -24,7 +26,7 @@ from shoal.agent.imagestore import ImageStore
 from shoal.agent.logs import read_log
 from shoal.agent.procwait import become_subreaper
 from shoal.agent.registry_client import RegistryConfig, load_auth_file
-from shoal.agent.taskrunner import TaskRunner, log_paths
+from shoal.agent.taskrunner import TaskRunner
 from shoal.config import ClientConfig
 from shoal.errors import InvalidRequest, NotFound, ShoalError
 from shoal.jobs.model import Job
@@ -55,26 +57,24 @@ class Agent:
         self.rpc = RpcServer()
         self.ready = asyncio.Event()
         self.execs = ExecManager()
-        self.image_manager: ImageManager | None = None
+        self.image_manager: ImageManager | None = None  # set by start
         self._gc_wanted = False
-        self._synced_once = False
 
     # --- lifecycle ---
     async def start(self) -> None:
         become_subreaper()
         data = self.cfg.data_dir
         (data / "allocs").mkdir(parents=True, exist_ok=True)
-        images = ImageStore(self.cfg.image_dir)
         registry = RegistryConfig(
             insecure=frozenset(self.cfg.insecure_registries),
             auths=load_auth_file(self.cfg.registry_auth) if self.cfg.registry_auth else {},
             default_registry=self.cfg.default_registry,
         )
+        self.image_manager = ImageManager(ImageStore(self.cfg.image_dir), registry, gc_delay=self.cfg.image_gc_delay)
         self.drivers = build_drivers(
-            images, raw_exec_enabled=self.cfg.raw_exec, runc_root=self.cfg.runc_root, state_dir=data / "containers",
-            registry=registry, allowed_volumes=list(self.cfg.allowed_volumes), image_gc_delay=self.cfg.image_gc_delay,
+            self.image_manager, raw_exec_enabled=self.cfg.raw_exec, runc_root=self.cfg.runc_root,
+            state_dir=data / "containers", allowed_volumes=list(self.cfg.allowed_volumes),
         )
-        self.image_manager = getattr(self.drivers.get("container"), "image_manager", None)
         self._restore()
         self.rpc.stream("Agent.Logs", self.logs)
         self.rpc.unary("Agent.AllocRestart", self.alloc_restart)
@@ -225,21 +225,21 @@ class Agent:
                 log.warning("cannot restore an allocation; leaving it", alloc_dir=str(d), error=str(exc))
                 continue
             for name, t in (state.get("tasks") or {}).items():
-                claimed.add(f"shoal-{alloc.id}-{name}")
+                claimed.add(names.container_id(alloc.id, name))
                 if t.get("handle"):
                     claimed.add(str(t["handle"].get("id")))
             self._launch(runner)
             log.info("allocation restored", alloc_id=alloc.id, name=alloc.name)
-        leftovers = []
-        for drv in {id(d): d for d in self.drivers.values()}.values():
-            for h in getattr(drv, "leftover_handles", lambda: [])():
+        leftovers: dict[str, tuple[Driver, TaskHandle]] = {}  # by id: the runc drivers share their records
+        for drv in self.drivers.values():
+            for h in drv.leftover_handles():
                 if h.id not in claimed:
-                    leftovers.append((drv, h))
+                    leftovers.setdefault(h.id, (drv, h))
         if leftovers:
             log.info("destroying containers no allocation claims", count=len(leftovers))
 
             async def destroy() -> None:
-                for drv, h in leftovers:
+                for drv, h in leftovers.values():
                     try:
                         await drv.destroy(h)
                     except Exception as exc:
@@ -264,7 +264,11 @@ class Agent:
                                                  client_description="not running on this node",
                                                  task_states=alloc.task_states))
                 continue
-            if runner is not None or alloc.terminal():
+            if runner is not None:
+                if alloc.alloc_modify_index > runner.alloc.alloc_modify_index and not runner.done:
+                    asyncio.get_running_loop().create_task(runner.update(alloc))  # an in-place update
+                continue
+            if alloc.terminal():
                 continue
             job = jobs.get(f"{alloc.namespace}/{alloc.job_id}@{alloc.job_version}")
             if job is None:
@@ -277,9 +281,7 @@ class Agent:
     def _launch(self, runner: AllocRunner) -> None:
         """Track and start a runner; when it ends, its image may be garbage now."""
         self.runners[runner.alloc.id] = runner
-        runner.start()
-        if runner._task is not None:
-            runner._task.add_done_callback(lambda _t: self._want_gc())
+        runner.start().add_done_callback(lambda _t: self._want_gc())
 
     async def _forget(self, alloc_id: str, runner: AllocRunner) -> None:
         if self.runners.get(alloc_id) is not runner:
@@ -288,7 +290,7 @@ class Agent:
             await runner.stop("allocation no longer exists on the servers")
         if self.runners.get(alloc_id) is runner:
             del self.runners[alloc_id]
-            runner.destroy_dir()
+            await runner.destroy()
             self._want_gc()
             log.info("allocation removed", alloc_id=alloc_id)
 
@@ -368,16 +370,17 @@ class Agent:
     async def logs(self, req: dict[str, Any]):
         alloc_id = str(req.get("alloc_id") or "")
         runner = self.runners.get(alloc_id)
-        alloc_dir = self.cfg.data_dir / "allocs" / alloc_id
+        alloc_dir = names.alloc_dir(self.cfg.data_dir / "allocs", alloc_id)
         if not alloc_dir.is_dir():
             raise NotFound(f"allocation {alloc_id!r} has no directory on this node")
         task = req.get("task")
         if not task:
-            tasks = sorted(p.name.split(".")[0] for p in (alloc_dir / "alloc" / "logs").glob("*.stdout.0"))
+            known = runner.by_name if runner is not None else (load_state(alloc_dir) or {}).get("tasks") or {}
+            tasks = sorted(t for t in known if names.log_files(alloc_dir, t)[0].exists())  # those that wrote logs
             if len(tasks) != 1:
                 raise NotFound(f"allocation has tasks {', '.join(tasks) or '(none)'}: name one")
             task = tasks[0]
-        stdout, stderr = log_paths(alloc_dir, task)
+        stdout, stderr = names.log_files(alloc_dir, task)
         path = stderr if req.get("stderr") else stdout
         if not path.exists() and runner is None:
             raise NotFound(f"no logs for task {task!r} in allocation {alloc_id}")
@@ -407,14 +410,11 @@ class Agent:
         argv = [str(a) for a in req.get("command") or ()]
         if not argv:
             raise InvalidRequest("no command given: shoal alloc exec ID [TASK] -- COMMAND [ARGS...]")
-        handle = tr.handle
-        if handle is None or not tr.running:
-            raise InvalidRequest(f"task {tr.task.name!r} is not running")
         try:
-            cmd, cwd, env = exec_command(tr, handle, argv, tty=bool(req.get("tty")))
+            cmd = tr.exec_command(argv, tty=bool(req.get("tty")))
         except DriverError as exc:
             raise InvalidRequest(str(exc)) from None
-        session = await self.execs.start(cmd, cwd=cwd, env=env, tty=bool(req.get("tty")),
+        session = await self.execs.start(cmd.argv, cwd=cmd.cwd, env=cmd.env, tty=bool(req.get("tty")),
                                          rows=int(req.get("rows") or 0), cols=int(req.get("cols") or 0))
         return {"session": session.id, "task": tr.task.name}
 

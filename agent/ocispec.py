@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shoal.agent import names
 from shoal.agent.drivers.base import DriverError
 from shoal.agent.imagetypes import DEFAULT_PATH_ENV, ImageConfig
 from shoal.jobs.model import Resources
@@ -223,7 +224,6 @@ def build_spec(
     readonly_rootfs: bool = False,
     pids_limit: int = DEFAULT_PIDS_LIMIT,
     swap_limit: bool = True,
-    cgroups_path: str | None = None,
     mounts: Sequence[dict[str, Any]] = (),
     cap_drop: Sequence[str] = (),
     cpu_hard_limit_mhz_per_core: int = 0,
@@ -250,7 +250,7 @@ def build_spec(
         "hostname": hostname_of(hostname),
         "mounts": [dict(m, options=list(m["options"])) for m in DEFAULT_MOUNTS] + [dict(m) for m in mounts],
         "linux": {
-            "cgroupsPath": cgroups_path or f"/shoal/{container_id}",
+            "cgroupsPath": names.cgroup_path(container_id),
             "resources": linux_resources(resources, pids_limit, swap_limit=swap_limit,
                                          cpu_hard_limit_mhz_per_core=cpu_hard_limit_mhz_per_core),
             "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],

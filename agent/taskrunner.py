@@ -1,5 +1,10 @@
 """Runs one task: start through its driver, wait, restart per policy, report every step.
 
+Before every start the runner builds the task's ``TaskSpec`` and its task hooks
+complete it (``prestart``: directories, env, log files); after every start they
+are told it runs (``poststart``), and once the runner ends, that it is over
+(``stop``): see hooks/base.py.
+
 A TaskRunner can also resume a task started by an earlier agent process: given
 the persisted ``TaskHandle`` it asks the driver to re-attach (``recover``) and
 waits on the same process; nothing is started twice. Its state (task state,
@@ -10,16 +15,20 @@ state file.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from shoal import codec
-from shoal.agent.drivers.base import Driver, DriverError, ExitResult, TaskHandle, TaskSpec
+from shoal.agent import names, spawn
+from shoal.agent.drivers.base import Driver, DriverError, ExecCommand, ExitResult, TaskHandle, TaskSpec
+from shoal.agent.hooks.base import HookError, TaskHook, TaskHooks
 from shoal.agent.restart import COMPLETE, FAIL, RestartTracker
+from shoal.agent.taskenv import task_env
 from shoal.jobs.model import Job, Task, TaskGroup, task_restart
 from shoal.jobs.structs import TASK_DEAD, TASK_PENDING, TASK_RUNNING, Allocation, TaskEvent, TaskState
 
@@ -27,39 +36,6 @@ log = structlog.get_logger("shoal.agent.task")
 
 MAX_EVENTS = 20
 RECOVER_ATTEMPTS = 8
-DEV_NULL = Path("/dev/null")
-
-
-def log_paths(alloc_dir: Path, task: str) -> tuple[Path, Path]:
-    logs = alloc_dir / "alloc" / "logs"
-    return logs / f"{task}.stdout.0", logs / f"{task}.stderr.0"
-
-
-def task_env(alloc: Allocation, job: Job, group: TaskGroup, task: Task, alloc_dir: Path) -> dict[str, str]:
-    """Nomad's runtime variables (ports too, when the allocation has them), then the task's own env."""
-    env = {
-        "NOMAD_ALLOC_ID": alloc.id,
-        "NOMAD_ALLOC_NAME": alloc.name,
-        "NOMAD_ALLOC_INDEX": str(alloc.index),
-        "NOMAD_JOB_ID": job.id,
-        "NOMAD_JOB_NAME": job.name or job.id,
-        "NOMAD_GROUP_NAME": group.name,
-        "NOMAD_TASK_NAME": task.name,
-        "NOMAD_NAMESPACE": job.namespace,
-        "NOMAD_CPU_LIMIT": str(task.resources.cpu),
-        "NOMAD_MEMORY_LIMIT": str(task.resources.memory),
-        "NOMAD_ALLOC_DIR": str(alloc_dir / "alloc"),
-        "NOMAD_TASK_DIR": str(alloc_dir / task.name / "local"),
-        "NOMAD_SECRETS_DIR": str(alloc_dir / task.name / "secrets"),
-    }
-    for p in getattr(alloc, "ports", None) or ():
-        inside = p.to or p.value
-        env[f"NOMAD_PORT_{p.label}"] = str(inside)
-        env[f"NOMAD_HOST_PORT_{p.label}"] = str(p.value)
-        env[f"NOMAD_ADDR_{p.label}"] = f"127.0.0.1:{inside}"
-    env.update({k.replace("NOMAD_", "SHOAL_", 1): v for k, v in list(env.items())})
-    env.update(task.env)
-    return env
 
 
 def is_ephemeral(task: Task) -> bool:
@@ -77,14 +53,18 @@ class TaskRunner:
         driver: Driver,
         alloc_dir: Path,
         on_change: Callable[[], None],
+        hooks: Sequence[TaskHook] = (),
         restored: dict[str, Any] | None = None,
     ):
         self.alloc, self.job, self.group, self.task = alloc, job, group, task
         self.driver = driver
         self.alloc_dir = alloc_dir
+        self.dir = names.task_dir(alloc_dir, task.name)
         self.on_change = on_change
+        self.hooks = TaskHooks(hooks, alloc.id, task.name)
         self.state = TaskState(state=TASK_PENDING)
         self.handle: TaskHandle | None = None
+        self.spec: TaskSpec | None = None  # what the running task was started from (prestart's work)
         self._killed = asyncio.Event()
         self._restart_requested = False
         self._restart_wakeup = asyncio.Event()
@@ -122,38 +102,53 @@ class TaskRunner:
     def running(self) -> bool:
         return self.state.state == TASK_RUNNING
 
+    @property
+    def pid(self) -> int:
+        """The running task's pid (it changes across restarts); 0 when it does not run."""
+        return self.handle.pid if self.handle is not None and self.running else 0
+
+    @property
+    def lifecycle_hook(self) -> str:
+        """The task's lifecycle phase: "prestart", "poststart", "poststop", or "" for a main task."""
+        life = self.task.lifecycle
+        return life.hook if life is not None and life.hook else ""
+
+    @property
+    def sidecar(self) -> bool:
+        return self.task.lifecycle is not None and self.task.lifecycle.sidecar
+
     # --- reporting ---
     def _event(self, type_: str, message: str = "", exit_code: int | None = None) -> None:
         self.state.events.append(TaskEvent(type=type_, time=time.time(), message=message, exit_code=exit_code))
         del self.state.events[:-MAX_EVENTS]
         self.on_change()
 
-    def _spec(self) -> TaskSpec:
-        stdout, stderr = log_paths(self.alloc_dir, self.task.name)
-        if self.task.logs.disabled:
-            stdout = stderr = DEV_NULL
-        return TaskSpec(
+    async def _build_spec(self) -> TaskSpec:
+        """The spec from the task, completed by the task hooks; the task's own env block wins."""
+        spec = TaskSpec(
             alloc_id=self.alloc.id,
             job_id=self.job.id,
             group=self.group.name,
             task=self.task.name,
             config=dict(self.task.config),
-            env=task_env(self.alloc, self.job, self.group, self.task, self.alloc_dir),
+            env=task_env(self.alloc, self.job, self.group, self.task),
             resources=self.task.resources,
-            task_dir=self.alloc_dir / self.task.name,
-            stdout_path=stdout,
-            stderr_path=stderr,
+            alloc_dir=self.alloc_dir,
+            task_dir=self.dir,
             user=self.task.user,
             kill_signal=self.task.kill_signal,
             kill_timeout=self.task.kill_timeout,
             on_event=self._event,
         )
+        await self.hooks.prestart(spec)
+        spec.env.update(self.task.env)
+        return spec
 
     # --- the loop ---
     async def run(self) -> None:
-        if self.finished:
-            return  # restored: it had finished before the agent restarted
         try:
+            if self.finished:
+                return  # restored: it had finished before the agent restarted
             resumed = await self._resume()
             if resumed and self._killed.is_set():
                 await self._stop_handle()  # killed while re-attaching: that kill found no handle to stop
@@ -162,23 +157,28 @@ class TaskRunner:
             while resumed or not self._killed.is_set():
                 if resumed:
                     resumed = False
+                    try:
+                        self.spec = await self._build_spec()  # what runs: for exec and the poststart hooks
+                    except HookError as err:
+                        self._event("Task Hook Failed", str(err))
                 else:
-                    spec = self._spec()
-                    spec.task_dir.mkdir(parents=True, exist_ok=True)
-                    if spec.stdout_path != DEV_NULL:
-                        spec.stdout_path.parent.mkdir(parents=True, exist_ok=True)
                     try:
                         self._event("Task Setup", f"Starting with driver {self.driver.name}")
+                        spec = await self._build_spec()
                         self.handle = await self.driver.start(spec)
-                    except DriverError as err:
-                        self._event("Driver Failure", str(err))
-                        if not await self._after_exit(success=False, recoverable=err.recoverable):
+                    except (HookError, DriverError) as err:
+                        self._event("Driver Failure" if isinstance(err, DriverError) else "Task Hook Failed", str(err))
+                        recoverable = isinstance(err, DriverError) and err.recoverable
+                        if not await self._after_exit(success=False, recoverable=recoverable):
                             return
                         continue
+                    self.spec = spec
                     self.state.state = TASK_RUNNING
                     self.state.started_at = time.time()
                     self.started.set()
                     self._event("Started", "Task started by client")
+                for err in await self.hooks.poststart(self.handle):
+                    self._event("Task Hook Failed", str(err))
                 result = await self._wait()
                 await self._destroy()
                 if self._killed.is_set():
@@ -202,6 +202,18 @@ class TaskRunner:
             if self.state.state != TASK_DEAD and not self._detached:
                 self._finish(failed=False)
             self.started.set()
+            if not self._detached:
+                await self.hooks.stop()
+
+    def fail_setup(self, message: str) -> None:
+        """The allocation could not be set up (an alloc hook's prerun failed): the task never runs."""
+        self._event("Setup Failure", message)
+        self._finish(failed=True)
+
+    def skip(self) -> None:
+        """The allocation ended before this task's phase came: it is dead without having run."""
+        if not self.finished:
+            self._finish(failed=False)
 
     def detach(self) -> None:
         """The agent is exiting: when the run is cancelled, leave the task running for the next agent."""
@@ -212,10 +224,9 @@ class TaskRunner:
         handle, self._restored_handle = self._restored_handle, None
         starting = handle is None  # the earlier agent died before it saved the task as started
         if handle is None:
-            probe = getattr(self.driver, "probe_handle", None)
-            if self._restored and self.state.state == TASK_PENDING and probe is not None:
+            if self._restored and self.state.state == TASK_PENDING:
                 # the earlier agent may have died while starting it, even before its first event was saved
-                handle = probe(self.alloc.id, self.task.name)
+                handle = self.driver.probe_handle(self.alloc.id, self.task.name)
             if handle is None:
                 return False
         alive = False
@@ -341,3 +352,17 @@ class TaskRunner:
         self._event("Restart Signaled", "User requested running tasks to restart")
         await self._stop_handle()
         return True
+
+    # --- commands in the task (alloc exec, script checks) ---
+    def exec_command(self, argv: list[str], *, tty: bool) -> ExecCommand:
+        """How to run ``argv`` inside the running task (its driver decides: runc exec, or on the host)."""
+        if self.handle is None or self.spec is None or not self.running:
+            raise DriverError(f"task {self.task.name!r} is not running")
+        return self.driver.exec_command(self.handle, argv, tty=tty, spec=self.spec)
+
+    async def run_command(self, argv: list[str], timeout: float) -> tuple[int | None, str]:
+        """Run a command in the task (script checks): (exit code, or None on timeout; its output)."""
+        cmd = self.exec_command(argv, tty=False)
+        res = await spawn.run(cmd.argv, cwd=cmd.cwd, env=cmd.env, stderr=subprocess.STDOUT, start_new_session=True,
+                              timeout=timeout)
+        return res.returncode, res.stdout.decode("utf-8", "replace")

@@ -17,30 +17,23 @@ from typing import Any
 
 from shoal.agent import ocispec
 from shoal.agent.drivers.base import DriverError, TaskHandle, TaskSpec
-from shoal.agent.drivers.container import ContainerDriver, _TaskPaths, container_id
-from shoal.agent.imagetypes import DEFAULT_PATH_ENV, Image, ImageConfig
+from shoal.agent.drivers.runcdriver import Bundle, RuncDriver, TaskPaths, pids_limit
+from shoal.agent.imagetypes import DEFAULT_PATH_ENV, ImageConfig
 
 HOST_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 HOST_ETC = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/passwd", "/etc/group",
             "/etc/nsswitch.conf", "/etc/hosts", "/etc/resolv.conf", "/etc/localtime", "/etc/ssl",
             "/etc/alternatives", "/etc/host.conf")
-SUPPORTED_KEYS = frozenset({"command", "args", "pids_limit", "cap_drop", "cpu_hard_limit"})
+HOST_IMAGE = ImageConfig(env=(DEFAULT_PATH_ENV,))  # what an image would say: only a PATH
 
 
-class ExecDriver(ContainerDriver):
+class ExecDriver(RuncDriver):
     name = "exec"
 
     def fingerprint(self) -> dict[str, str] | None:
-        base = super().fingerprint()
-        if base is None:
-            return None
-        return {"driver.exec": "1"}
+        return None if self.runc_version() is None else {"driver.exec": "1"}
 
-    def config_warnings(self, config: dict[str, Any]) -> list[str]:
-        return [f"config.{key} is not supported by the exec driver and is ignored"
-                for key in sorted(config) if key not in SUPPORTED_KEYS]
-
-    def _extra_mounts(self, spec: TaskSpec, paths: _TaskPaths) -> list[dict[str, Any]]:
+    def _extra_mounts(self, spec: TaskSpec, paths: TaskPaths) -> list[dict[str, Any]]:
         mounts = []
         for d in HOST_DIRS:
             if os.path.isdir(d) and not os.path.islink(d):
@@ -48,9 +41,9 @@ class ExecDriver(ContainerDriver):
         for f in HOST_ETC:
             if os.path.exists(f):
                 mounts.append(ocispec.bind_mount(os.path.realpath(f), f, readonly=True))
-        return [*mounts, *self._task_mounts(spec, paths)]
+        return [*mounts, *self._spec_mounts(spec)]
 
-    def _prepare_exec_root(self, paths: _TaskPaths) -> None:
+    def _prepare_exec_root(self, paths: TaskPaths) -> None:
         root = paths.rootfs
         root.mkdir(parents=True, exist_ok=True)
         for d in ("tmp", "etc", "proc", "sys", "dev", "run"):
@@ -66,15 +59,11 @@ class ExecDriver(ContainerDriver):
         command = spec.config.get("command")
         if not command or not isinstance(command, str):
             raise DriverError("config.command is required for exec: the program to run (a host path)")
-        pids = spec.config.get("pids_limit", ocispec.DEFAULT_PIDS_LIMIT)
-        if isinstance(pids, bool) or not isinstance(pids, int) or pids < 0:
-            raise DriverError("config.pids_limit must be a non-negative integer (0 = no limit)")
-        cid = container_id(spec.alloc_id, spec.task)
-        paths = _TaskPaths(Path(os.path.realpath(spec.task_dir)))
-        paths.task_dir.mkdir(parents=True, exist_ok=True)
-        image = Image(ref="", digest="", config=ImageConfig(env=(DEFAULT_PATH_ENV,)), rootfs_dir=Path("/"))
-        return await self._start_bundle(spec, cid, paths, image, "", "/", False, pids,
-                                        lambda: self._prepare_exec_root(paths))
+        pids = pids_limit(spec.config)
+        paths = TaskPaths(Path(os.path.realpath(spec.task_dir)))
+        return await self._start_bundle(spec, paths, Bundle(
+            image=HOST_IMAGE, ref="", digest="", cwd="/", readonly=False, pids_limit=pids,
+            prepare_rootfs=lambda: self._prepare_exec_root(paths)))
 
-    def _user_root(self, paths: _TaskPaths) -> Path:
+    def _user_root(self, paths: TaskPaths) -> Path:
         return Path("/")  # the host's passwd and group are bind-mounted in

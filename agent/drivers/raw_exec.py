@@ -16,14 +16,12 @@ import pwd
 import signal as _signal
 import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
 from shoal.agent import procwait
-from shoal.agent.drivers.base import DriverError, ExitResult, TaskHandle, TaskSpec
+from shoal.agent.drivers.base import Driver, DriverError, ExecCommand, ExitResult, TaskHandle, TaskSpec, log_fds, wait_key
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-SUPPORTED_KEYS = frozenset({"command", "args"})
 _KILL_GRACE = 10.0
 
 
@@ -37,15 +35,6 @@ def _signal_number(sig: str | int) -> int:
         return int(_signal.Signals[name])
     except KeyError:
         raise DriverError(f"unknown signal {sig!r}") from None
-
-
-def _wait_key(handle: TaskHandle) -> str:
-    return f"{handle.id}:{handle.pid}"  # one process: a restarted task (same id) gets a new key
-
-
-def _open_log(path: Path) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
 
 
 def session_members(sid: int, *, zombies: bool = False, parent: int | None = None) -> list[int]:
@@ -72,8 +61,9 @@ def session_members(sid: int, *, zombies: bool = False, parent: int | None = Non
     return members
 
 
-class RawExecDriver:
-    """Runs ``config.command`` with ``config.args`` as a host process group."""
+class RawExecDriver(Driver):
+    """Runs ``config.command`` with ``config.args`` as a host process group (no isolation: the
+    default ``capabilities``)."""
 
     name = "raw_exec"
 
@@ -85,12 +75,6 @@ class RawExecDriver:
     def fingerprint(self) -> dict[str, str] | None:
         return {"driver.raw_exec": "1"}
 
-    def config_warnings(self, config: dict[str, Any]) -> list[str]:
-        return [
-            f"config.{key} is not supported by the raw_exec driver and is ignored"
-            for key in sorted(config) if key not in SUPPORTED_KEYS
-        ]
-
     @staticmethod
     def _argv(config: dict[str, Any]) -> list[str]:
         command = config.get("command")
@@ -100,6 +84,10 @@ class RawExecDriver:
         if isinstance(args, str) or not all(isinstance(a, (str, int, float)) for a in args):
             raise DriverError("config.args must be a list of strings")
         return [command, *(str(a) for a in args)]
+
+    @staticmethod
+    def _env(spec: TaskSpec) -> dict[str, str]:
+        return {"PATH": DEFAULT_PATH, **{str(k): str(v) for k, v in spec.env.items()}}
 
     @staticmethod
     def _user(user: str) -> tuple[int, int] | None:
@@ -118,18 +106,12 @@ class RawExecDriver:
     async def start(self, spec: TaskSpec) -> TaskHandle:
         argv = self._argv(spec.config)
         ids = self._user(spec.user)
-        env = {"PATH": DEFAULT_PATH, **{str(k): str(v) for k, v in spec.env.items()}}
-        task_dir = Path(spec.task_dir)
-        task_dir.mkdir(parents=True, exist_ok=True)
-        out_fd = _open_log(spec.stdout_path)
-        err_fd = out_fd
-        try:
-            if spec.stderr_path != spec.stdout_path:
-                err_fd = _open_log(spec.stderr_path)
+        env = self._env(spec)
+        with log_fds(spec) as (out_fd, err_fd):
             try:
                 proc = subprocess.Popen(
                     argv,
-                    cwd=task_dir,
+                    cwd=spec.task_dir,
                     env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=out_fd,
@@ -146,10 +128,6 @@ class RawExecDriver:
                 raise DriverError(f"cannot execute {argv[0]!r}: {exc.strerror}") from None
             except OSError as exc:
                 raise DriverError(f"cannot start {argv[0]!r}: {exc}") from None
-        finally:
-            os.close(out_fd)
-            if err_fd != out_fd:
-                os.close(err_fd)
         pid = proc.pid
         self._children[pid] = proc
         handle = TaskHandle(
@@ -163,7 +141,7 @@ class RawExecDriver:
         return handle
 
     def _watch(self, handle: TaskHandle) -> asyncio.Future[ExitResult]:
-        return self._waits.task(_wait_key(handle), lambda: self._collect_exit(handle))
+        return self._waits.task(wait_key(handle), lambda: self._collect_exit(handle))
 
     async def _collect_exit(self, handle: TaskHandle) -> ExitResult:
         pexit = await procwait.wait_pid(handle.pid, handle.state.get("pid_start_time"))
@@ -237,15 +215,19 @@ class RawExecDriver:
 
     async def destroy(self, handle: TaskHandle) -> None:
         self._kill_session(handle)
-        watcher = self._waits.existing(_wait_key(handle))
+        watcher = self._waits.existing(wait_key(handle))
         if watcher is not None and not watcher.done():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(watcher), _KILL_GRACE)
         await self._reap_session(handle)
-        self._waits.forget(_wait_key(handle))
+        self._waits.forget(wait_key(handle))
 
     async def recover(self, handle: TaskHandle) -> bool:
         if not procwait.pid_alive(handle.pid, handle.state.get("pid_start_time")):
             return False
         self._watch(handle)
         return True
+
+    def exec_command(self, handle: TaskHandle, argv: list[str], *, tty: bool, spec: TaskSpec) -> ExecCommand:
+        """The command on the host, in the task's directory, with the task's env."""
+        return ExecCommand(list(argv), cwd=str(spec.task_dir), env=self._env(spec))

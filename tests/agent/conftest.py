@@ -16,11 +16,13 @@ from typing import Any, TypeVar
 
 import pytest
 
-from shoal.agent import cgroups, procwait
+from shoal.agent import cgroups, names, procwait
 from shoal.agent.drivers.base import Driver, TaskHandle, TaskSpec
 from shoal.agent.drivers.container import ContainerDriver, unmount
 from shoal.agent.drivers.raw_exec import RawExecDriver
+from shoal.agent.hooks.allocdir import AllocDirHook, TaskDirHook
 from shoal.agent.imageimport import import_rootfs
+from shoal.agent.imagemgr import ImageManager
 from shoal.agent.imagestore import ImageStore
 from shoal.jobs.model import Resources
 
@@ -116,19 +118,30 @@ def subreaper() -> Iterator[None]:
 
 @dataclass
 class SpecFactory:
+    """Task specs as a task runner builds them: named by agent/names.py, with the directory hooks'
+    work done (the task's dirs, mounted at /alloc, /local, /secrets), logs in the task's directory."""
+
     root: Path
     created: list[TaskSpec] = field(default_factory=list)
 
     def __call__(self, config: dict[str, Any], *, task: str = "web", env: dict[str, str] | None = None,
                  resources: Resources | None = None, user: str = "") -> TaskSpec:
-        alloc = f"t{uuid.uuid4().hex[:12]}"
-        task_dir = self.root / alloc / task
-        task_dir.mkdir(parents=True)
+        alloc = str(uuid.uuid4())
+        alloc_dir = names.alloc_dir(self.root, alloc)
+        alloc_dir.mkdir(parents=True)
+        task_dir = names.task_dir(alloc_dir, task)
         spec = TaskSpec(
-            alloc_id=alloc, job_id="job", group="group", task=task, config=config, env=env or {},
-            resources=resources or Resources(cpu=100, memory=64), task_dir=task_dir,
+            alloc_id=alloc, job_id="job", group="group", task=task, config=config, env={},
+            resources=resources or Resources(cpu=100, memory=64), alloc_dir=alloc_dir, task_dir=task_dir,
             stdout_path=task_dir / "stdout.log", stderr_path=task_dir / "stderr.log", user=user,
         )
+
+        async def prepare() -> None:
+            await AllocDirHook(alloc_dir).prerun()
+            await TaskDirHook(fs_isolation=True).prestart(spec)
+
+        asyncio.run(prepare())
+        spec.env.update(env or {})
         self.created.append(spec)
         return spec
 
@@ -179,8 +192,8 @@ def tracker(tmp_path: Path) -> Iterator[Tracker]:
     # Belt and braces: nothing of ours may survive a failing test.
     for cid in t.container_ids:
         subprocess.run(["runc", "delete", "--force", cid], capture_output=True, check=False)
-        if cgroups.cgroup_exists(f"/shoal/{cid}"):
-            cgroups.remove_cgroup(f"/shoal/{cid}")
+        if cgroups.cgroup_exists(names.cgroup_path(cid)):
+            cgroups.remove_cgroup(names.cgroup_path(cid))
     for handle_driver, handle in t.handles:
         if handle.driver == "raw_exec" and procwait.pid_alive(handle.pid, handle.state.get("pid_start_time")):
             os.kill(handle.pid, 9)
@@ -210,7 +223,7 @@ def _zombie_children() -> list[int]:
 
 @pytest.fixture
 def container_driver(shared_store: ImageStore, tmp_path: Path, subreaper: None) -> ContainerDriver:
-    return ContainerDriver(shared_store, state_dir=tmp_path / "container-state")
+    return ContainerDriver(ImageManager(shared_store), state_dir=tmp_path / "container-state")
 
 
 @pytest.fixture
@@ -223,8 +236,9 @@ def assert_container_gone(container_id: str, task_dir: Path) -> None:
     listed = subprocess.run(["runc", "list", "-q"], capture_output=True, text=True, check=True).stdout.split()
     assert container_id not in listed, f"runc still lists {container_id}"
     assert _mounts_under(task_dir) == [], f"mounts left under {task_dir}"
-    assert not cgroups.cgroup_exists(f"/shoal/{container_id}"), f"cgroup /shoal/{container_id} left behind"
-    for d in cgroups.cgroup_dirs(f"/shoal/{container_id}"):
+    cgroup = names.cgroup_path(container_id)
+    assert not cgroups.cgroup_exists(cgroup), f"cgroup {cgroup} left behind"
+    for d in cgroups.cgroup_dirs(cgroup):
         assert not d.exists(), f"{d} left behind"
 
 

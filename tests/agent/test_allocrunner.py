@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from shoal.agent.allocrunner import AllocRunner, load_state
+from shoal.agent import names
+from shoal.agent.allocrunner import AllocRunner
+from shoal.agent.allocstate import load_state
 from shoal.agent.checks import CRITICAL, PASSING, http_check, script_check, tcp_check
 from shoal import codec
 from shoal.agent.drivers.base import TaskHandle
@@ -68,6 +70,15 @@ def _runner(tmp_path: Path, job, updates: Updates, drivers=None, restored=None, 
     return AllocRunner(alloc, job, drivers, tmp_path / "allocs", updates, restored=restored)
 
 
+def _run_to_end(tmp_path: Path, job, updates: Updates) -> None:
+    async def scenario() -> None:
+        r = _runner(tmp_path, job, updates)
+        r.start()
+        await asyncio.wait_for(r.wait(), 20)
+
+    asyncio.run(scenario())
+
+
 async def _until(cond, timeout: float = 10.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -89,12 +100,7 @@ def test_lifecycle_order(tmp_path: Path, subreaper) -> None:
     )
     updates = Updates()
 
-    async def scenario() -> None:
-        r = _runner(tmp_path, job, updates)
-        r.start()
-        await asyncio.wait_for(r.wait(), 20)
-
-    asyncio.run(scenario())
+    _run_to_end(tmp_path, job, updates)
     lines = order.read_text().split()
     assert lines[0] in ("init", "side-start") and set(lines[:2]) == {"init", "side-start"}
     assert lines[2] == "main"
@@ -110,12 +116,7 @@ def test_restart_policy_then_failure(tmp_path: Path, subreaper) -> None:
                + _task("t", "echo run; exit 3"))
     updates = Updates()
 
-    async def scenario() -> None:
-        r = _runner(tmp_path, job, updates)
-        r.start()
-        await asyncio.wait_for(r.wait(), 20)
-
-    asyncio.run(scenario())
+    _run_to_end(tmp_path, job, updates)
     ts = updates.last.task_states["t"]
     assert updates.last.client_status == "failed" and ts.failed and ts.restarts == 2
     kinds = [e.type for e in ts.events]
@@ -334,6 +335,83 @@ def test_checks_report_health(tmp_path: Path, subreaper) -> None:
         assert updates.last.checks["web.script"] == CRITICAL and updates.last.healthy is False
         (r.dir / "web" / "ready").write_text("")  # the script runs in the task's directory
         await _until(lambda: updates.last.healthy is True, what="the allocation to be healthy")
+        await r.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_prerun_fails_the_allocation_and_starts_no_task(tmp_path: Path, subreaper) -> None:
+    job = _job(_task("t", "echo ran > $SCRIPTS/../ran; exec sleep 30") + _task("u", "exec sleep 30"))
+    updates = Updates()
+    alloc_dir = names.alloc_dir(tmp_path / "allocs", "a1")
+    alloc_dir.mkdir(parents=True)
+    names.shared_dir(alloc_dir).write_text("")  # a file where the alloc_dir hook makes the shared directory
+
+    _run_to_end(tmp_path, job, updates)
+    u = updates.last
+    assert u is not None and u.client_status == "failed"
+    assert u.client_description.startswith("failed to set up the allocation: alloc_dir hook: ")
+    for ts in u.task_states.values():
+        assert ts.state == "dead" and ts.failed and ts.started_at == 0.0
+        assert [(e.type, e.message) for e in ts.events] == [("Setup Failure", u.client_description)]
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_failed_prestart_hook_fails_the_start(tmp_path: Path, subreaper) -> None:
+    job = _job(' restart {\n attempts = 0\n mode = "fail"\n }\n' + _task("t", "exit 0"))
+    updates = Updates()
+    local = names.task_dir(names.alloc_dir(tmp_path / "allocs", "a1"), "t") / "local"
+    local.parent.mkdir(parents=True)
+    local.write_text("")  # a file where the task_dir hook makes the task's local/
+
+    _run_to_end(tmp_path, job, updates)
+    ts = updates.last.task_states["t"]
+    assert updates.last.client_status == "failed" and ts.failed and ts.started_at == 0.0
+    assert [e.type for e in ts.events] == ["Received", "Task Setup", "Task Hook Failed", "Not Restarting"]
+    assert ts.events[2].message.startswith("task_dir hook: ")
+
+
+def test_tasks_with_awkward_names_stay_inside_their_allocation(tmp_path: Path, subreaper) -> None:
+    """Validation lets a task be called ".." or "web server": each still gets its own directory, log files
+    and commands inside the allocation (a ".." task's directory was the directory of all allocations)."""
+    job = _job(_task("..", 'echo "$NOMAD_TASK_DIR" > "$NOMAD_ALLOC_DIR/dotdot"; exec sleep 30')
+               + _task("web server", 'pwd > "$NOMAD_ALLOC_DIR/space"; echo hi; exec sleep 30'))
+    updates = Updates()
+
+    async def scenario() -> None:
+        r = _runner(tmp_path, job, updates)
+        r.start()
+        shared = names.shared_dir(r.dir)
+        await _until(lambda: all(tr.running for tr in r.tasks) and (shared / "dotdot").exists()
+                     and (shared / "space").exists(), what="both tasks to run")
+        dotdot, space = names.task_dir(r.dir, ".."), names.task_dir(r.dir, "web server")
+        assert dotdot.parent == r.dir == space.parent and dotdot != space
+        assert (shared / "dotdot").read_text().strip() == str(dotdot / "local")
+        await _until(lambda: (shared / "space").read_text().strip() == str(space), what="the pwd")
+        await _until(lambda: names.log_files(r.dir, "web server")[0].read_text() == "hi\n", what="the task's log")
+        code, out = await r.by_name["web server"].run_command(["/bin/sh", "-c", "pwd; echo $NOMAD_TASK_NAME"], 5)
+        assert (code, out.splitlines()) == (0, [str(space), "web server"])  # in its directory, with its env
+        await r.stop()
+        await r.destroy()
+        assert not r.dir.exists() and sorted(p.name for p in (tmp_path / "allocs").iterdir()) == []
+
+    asyncio.run(scenario())
+
+
+def test_an_in_place_update_is_kept_for_the_state_file(tmp_path: Path, subreaper) -> None:
+    job = _job(_task("t", "exec sleep 30"))
+    updates = Updates()
+
+    async def scenario() -> None:
+        r = _runner(tmp_path, job, updates)
+        r.start()
+        await _until(lambda: r.tasks[0].running, what="the task to run")
+        pid = r.tasks[0].pid
+        await r.update(Allocation(id="a1", name="j.g[0]", job_id="j", task_group="g", job_version=2,
+                                  alloc_modify_index=7))
+        await _until(lambda: (load_state(r.dir) or {}).get("alloc", {}).get("job_version") == 2,
+                     what="the state file to hold the new record")
+        assert r.tasks[0].running and r.tasks[0].pid == pid  # no task restarted
         await r.stop()
 
     asyncio.run(scenario())

@@ -12,9 +12,11 @@ import pytest
 
 from shoal.agent import cgroups
 from shoal.agent.drivers.base import DriverError, TaskHandle
-from shoal.agent.drivers.container import ContainerDriver, container_id
+from shoal.agent.drivers.container import ContainerDriver
 from shoal.agent.drivers.registry import build_drivers
+from shoal.agent.imagemgr import ImageManager
 from shoal.agent.imagestore import ImageStore
+from shoal.agent.names import container_id
 from shoal.jobs.model import Resources
 
 pytestmark = pytest.mark.root
@@ -39,19 +41,13 @@ def test_fingerprint_and_registry(container_driver: ContainerDriver, shared_stor
     assert fp["driver.container"] == "1" and fp["driver.container.runtime"] == "runc"
     assert fp["driver.container.runc.version"].startswith("1.")
     assert fp["cgroup.version"] == str(cgroups.cgroup_version())
-    drivers = build_drivers(shared_store, raw_exec_enabled=False)
+    drivers = build_drivers(ImageManager(shared_store), raw_exec_enabled=False)
     assert drivers["docker"] is drivers["container"] and "raw_exec" not in drivers
     assert drivers["container"].name == "container"
-    assert set(build_drivers(shared_store, raw_exec_enabled=True)) == {"container", "docker", "exec", "raw_exec"}
+    assert set(build_drivers(ImageManager(shared_store), raw_exec_enabled=True)) == {"container", "docker", "exec", "raw_exec"}
 
 
-def test_config_warnings_and_errors(container_driver: ContainerDriver, make_spec, aio) -> None:
-    warnings = container_driver.config_warnings(
-        {"image": "busybox", "command": "sh", "ports": ["http"], "auth_soft_fail": True, "volumes": []})
-    assert len(warnings) == 2  # volumes are supported
-    assert any("config.ports" in w and "not published" in w for w in warnings)
-    assert container_driver.config_warnings({"image": "x", "args": [], "work_dir": "/", "readonly_rootfs": True,
-                                             "pids_limit": 5, "entrypoint": ["a"]}) == []
+def test_config_errors(container_driver: ContainerDriver, make_spec, aio) -> None:
     with pytest.raises(DriverError, match="config.image is required"):
         aio(container_driver.start(make_spec({"command": "sh"})))
     with pytest.raises(DriverError, match=r"image nosuch:1 not found in .*shoal image import-rootfs"):
@@ -194,7 +190,7 @@ def test_recover_reattaches(container_driver: ContainerDriver, shared_store: Ima
         # A new driver (as after an agent restart) re-attaches from the persisted handle alone.
         saved = TaskHandle(**json.loads(json.dumps({"driver": handle.driver, "id": handle.id, "pid": handle.pid,
                                                     "started_at": handle.started_at, "state": handle.state})))
-        fresh = ContainerDriver(shared_store, state_dir=tmp_path / "container-state")
+        fresh = ContainerDriver(ImageManager(shared_store), state_dir=tmp_path / "container-state")
         assert await fresh.recover(saved)
         assert [h.id for h in fresh.leftover_handles()] == [handle.id]
         # A handle saved before the task was restarted (an older pid): the container with the task's id is adopted.
@@ -314,7 +310,7 @@ def test_parallel_starts(container_driver: ContainerDriver, make_spec, tracker, 
 def test_crash_cleanup_from_records_and_custom_runc_root(shared_store: ImageStore, make_spec, tracker, aio,
                                                          tmp_path: Path, subreaper, assert_gone) -> None:
     runc_root = tmp_path / "runc-root"
-    driver = ContainerDriver(shared_store, runc_root=str(runc_root), state_dir=tmp_path / "records")
+    driver = ContainerDriver(ImageManager(shared_store), runc_root=str(runc_root), state_dir=tmp_path / "records")
     spec = make_spec({"image": "busybox", "command": "sleep", "args": ["30"]})
 
     async def scenario():
@@ -323,7 +319,7 @@ def test_crash_cleanup_from_records_and_custom_runc_root(shared_store: ImageStor
         assert [(c.id, c.status, c.pid) for c in listed] == [(handle.id, "running", handle.pid)]
         assert handle.id not in _runc_ids()  # it lives under the custom root only
         # The agent crashed and lost its handles: the records are enough to clean up.
-        after_crash = ContainerDriver(shared_store, runc_root=str(runc_root), state_dir=tmp_path / "records")
+        after_crash = ContainerDriver(ImageManager(shared_store), runc_root=str(runc_root), state_dir=tmp_path / "records")
         leftovers = after_crash.leftover_handles()
         assert [h.id for h in leftovers] == [handle.id]
         for h in leftovers:

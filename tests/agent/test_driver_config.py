@@ -1,4 +1,4 @@
-"""Driver pieces that need neither root nor runc: ids, config checks, fingerprints, runc errors."""
+"""Driver pieces that need neither root nor runc: overlay options, fingerprints, runc errors."""
 
 from __future__ import annotations
 
@@ -8,15 +8,11 @@ from pathlib import Path
 import pytest
 
 from shoal.agent import runc as runc_mod
-from shoal.agent.drivers.container import ContainerDriver, _escape_overlay, container_id
+from shoal.agent.drivers.container import ContainerDriver, _escape_overlay
 from shoal.agent.drivers.raw_exec import RawExecDriver
 from shoal.agent.drivers.registry import build_drivers
+from shoal.agent.imagemgr import ImageManager
 from shoal.agent.imagestore import ImageStore
-
-
-def test_container_ids_are_runc_safe() -> None:
-    assert container_id("0b5c-11", "web") == "shoal-0b5c-11-web"
-    assert container_id("a1", "my task/x:y") == "shoal-a1-my_task_x_y"
 
 
 def test_overlay_option_escaping() -> None:
@@ -24,7 +20,7 @@ def test_overlay_option_escaping() -> None:
 
 
 def test_fingerprint_needs_root_and_runc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = ImageStore(tmp_path / "store")
+    store = ImageManager(ImageStore(tmp_path / "store"))
     missing = ContainerDriver(store, state_dir=tmp_path / "state", runc_binary=str(tmp_path / "no-runc"))
     assert missing.fingerprint() is None
     monkeypatch.setattr("os.geteuid", lambda: 1000)
@@ -33,24 +29,12 @@ def test_fingerprint_needs_root_and_runc(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_registry_shapes(tmp_path: Path) -> None:
-    store = ImageStore(tmp_path / "store")
+    store = ImageManager(ImageStore(tmp_path / "store"))
     drivers = build_drivers(store, raw_exec_enabled=False, runc_root=str(tmp_path / "runc"), state_dir=tmp_path / "s")
     assert sorted(drivers) == ["container", "docker", "exec"]
     container = drivers["docker"]
     assert isinstance(container, ContainerDriver) and container.runc.root == str(tmp_path / "runc")
     assert isinstance(build_drivers(store, raw_exec_enabled=True)["raw_exec"], RawExecDriver)
-
-
-def test_unknown_keys_are_warnings_not_errors(tmp_path: Path) -> None:
-    driver = ContainerDriver(ImageStore(tmp_path / "store"), state_dir=tmp_path / "state")
-    warnings = driver.config_warnings({"image": "redis:7", "ports": ["db"], "network_mode": "host", "labels": {}})
-    assert warnings == [
-        "config.labels is not supported by the container driver and is ignored",
-        "config.network_mode is not supported by the container driver and is ignored "
-        "(containers get their own network namespace)",
-        "config.ports is not supported by the container driver and is ignored "
-        "(containers have their own network namespace; ports are not published on the host)",
-    ]
 
 
 def test_runc_error_text(tmp_path: Path) -> None:

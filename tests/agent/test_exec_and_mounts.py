@@ -11,6 +11,7 @@ from shoal.agent import cgroups, ocispec
 from shoal.agent.drivers.base import DriverError
 from shoal.agent.drivers.container import ContainerDriver
 from shoal.agent.drivers.exec import ExecDriver
+from shoal.agent.imagemgr import ImageManager
 from shoal.agent.imagestore import ImageStore
 from shoal.jobs.model import Resources
 
@@ -18,8 +19,8 @@ pytestmark = pytest.mark.root
 
 
 @pytest.fixture
-def exec_driver(shared_store: ImageStore, tmp_path: Path, subreaper: None) -> ExecDriver:
-    return ExecDriver(shared_store, state_dir=tmp_path / "container-state")
+def exec_driver(tmp_path: Path, subreaper: None) -> ExecDriver:
+    return ExecDriver(state_dir=tmp_path / "container-state")
 
 
 def test_exec_runs_host_programs_isolated(exec_driver: ExecDriver, make_spec, tracker, aio, assert_gone) -> None:
@@ -53,7 +54,7 @@ def test_volumes_and_task_dirs(shared_store: ImageStore, make_spec, tracker, aio
     shared = tmp_path / "shared"
     shared.mkdir()
     (shared / "in.txt").write_text("from-host\n")
-    driver = ContainerDriver(shared_store, state_dir=tmp_path / "records", allowed_volumes=[shared])
+    driver = ContainerDriver(ImageManager(shared_store), state_dir=tmp_path / "records", allowed_volumes=[shared])
     spec = make_spec({"image": "busybox", "command": "sh", "volumes": [f"{shared}:/data:ro", "scratch:/scratch"],
                       "args": ["-c", "cat /data/in.txt; echo x > /data/no 2>/dev/null || echo ro; echo s > /scratch/s;"
                                      " echo a > /alloc/a; echo $NOMAD_ALLOC_DIR $NOMAD_TASK_DIR; ls -d /local /secrets"]})

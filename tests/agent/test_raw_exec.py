@@ -25,8 +25,6 @@ async def _wait_for_file(path: Path, text: str, timeout: float = 10.0) -> str:
 
 def test_fingerprint_and_config(raw_exec_driver: RawExecDriver, make_spec, aio) -> None:
     assert raw_exec_driver.fingerprint() == {"driver.raw_exec": "1"}
-    assert raw_exec_driver.config_warnings({"command": "x", "args": [], "image": "y"}) == [
-        "config.image is not supported by the raw_exec driver and is ignored"]
     with pytest.raises(DriverError, match="config.command is required"):
         aio(raw_exec_driver.start(make_spec({"args": ["x"]})))
     with pytest.raises(DriverError, match="command 'no-such-program-xyz' not found"):

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from support.cluster import SHOAL, DevAgent, ServerProc, cleanup_allocs, wait_for, runc_list
 
+from shoal.agent.names import container_id
+
 pytestmark = pytest.mark.root
 
 JOB = """
@@ -233,7 +235,7 @@ class ServerAndClient:
         assert r.code == 0, r.out + r.err
         ids = sorted(a["id"] for a in rpc(self.address, "Job.Get", {"job_id": "keep"})["allocations"])
         states = runc_state()
-        return {i: states[f"shoal-{i}-httpd"] for i in ids}
+        return {i: states[container_id(i, "httpd")] for i in ids}
 
     def stop(self) -> None:
         _stop(self.client)
@@ -255,10 +257,10 @@ def test_allocation_stopped_while_the_client_was_away(tmp_path: Path, image_dir:
         assert rpc(addr, "Alloc.Stop", {"alloc_id": gone})["eval_id"]
         cluster.start_client()
 
-        wait_for(lambda: f"shoal-{gone}-httpd" not in runc_state(), 30, "the stopped allocation's container to go")
+        wait_for(lambda: container_id(gone, "httpd") not in runc_state(), 30, "the stopped allocation's container to go")
         states = runc_state()
         for i in ids[1:]:
-            assert states.get(f"shoal-{i}-httpd") == pids[i]  # the others were re-attached, untouched
+            assert states.get(container_id(i, "httpd")) == pids[i]  # the others were re-attached, untouched
         stopped = wait_for(lambda: (lambda a: a if a["client_status"] == "complete" else None)(
             rpc(addr, "Alloc.Get", {"alloc_id": gone})["allocation"]), 20, "the stopped allocation to be complete")
         assert stopped["desired_status"] == "stop"
@@ -266,7 +268,7 @@ def test_allocation_stopped_while_the_client_was_away(tmp_path: Path, image_dir:
         cluster.client.send_signal(signal.SIGTERM)  # a graceful exit of a client leaves its tasks running too
         _wait_exit(cluster.client, tmp_path / "client.log")
         states = runc_state()
-        assert {i: states.get(f"shoal-{i}-httpd") for i in ids[1:]} == {i: pids[i] for i in ids[1:]}
+        assert {i: states.get(container_id(i, "httpd")) for i in ids[1:]} == {i: pids[i] for i in ids[1:]}
     except AssertionError:
         _print_diagnostics(tmp_path, addr, "keep")
         raise
@@ -292,7 +294,7 @@ def test_allocations_whose_state_files_were_lost_start_again(tmp_path: Path, ima
 
         def started_afresh() -> bool:
             states = runc_state()
-            return all(states.get(f"shoal-{i}-httpd") not in (None, pid) for i, pid in pids.items())
+            return all(states.get(container_id(i, "httpd")) not in (None, pid) for i, pid in pids.items())
 
         wait_for(started_afresh, 30, "new containers for the 3 allocations")
         after = wait_for(lambda: all_healthy(cluster.address, "keep", 3), 30, "3 healthy allocations after restart")

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from support.cluster import SHOAL, DevAgent, build_busybox_rootfs, wait_for, runc_list
 
+from shoal.agent import cgroups, names
+
 pytestmark = pytest.mark.root
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "nomad"
@@ -161,7 +163,7 @@ def test_docker_job_from_the_nomad_corpus_runs_unchanged(agent: DevAgent) -> Non
     alloc = wait_for(lambda: (lambda a: a if a["client_status"] == "running" else None)(alloc_of(agent, "system_job")),
                      30, "the corpus job's allocation to run")
     assert alloc["task_states"]["system_task"]["state"] == "running"
-    cid = f"shoal-{alloc['id']}-system_task"
+    cid = names.container_id(alloc['id'], "system_task")
     assert cid in runc_list("-q").split()
     env = subprocess.run(["runc", "exec", cid, "sh", "-c", "echo $version"], capture_output=True, text=True).stdout
     assert env.strip() == "1"  # the job's env block
@@ -236,7 +238,7 @@ job "svc" {
     out, code = _tty_exec(aid, agent.address, b"tty; stty size; echo exi''ted; exit 5\r")
     assert code == 5 and b"/dev/pts/" in out and b"exited" in out, out
 
-    cid = f"shoal-{aid}-app"
+    cid = names.container_id(aid, "app")
     pid_before = _pid(cid)
     r = agent.cli("alloc", "restart", aid[:8])
     assert r.code == 0 and "Restarted app" in r.out, r.err
@@ -254,6 +256,55 @@ job "svc" {
     assert old["desired_status"] == "stop" and old["client_status"] == "complete"
     assert _pid(cid) is None
     assert agent.cli("job", "stop", "svc").code == 0
+
+
+def test_a_task_named_with_a_space_runs_and_stops_cleanly(agent: DevAgent, tmp_path: Path) -> None:
+    r = run_job(agent, tmp_path, "spaced", """
+job "spaced" {
+  group "g" {
+    task "web server" {
+      driver       = "docker"
+      kill_timeout = "500ms"
+      config {
+        image   = "busybox:latest"
+        command = "/bin/sh"
+        args    = ["-c", "echo serving; echo $NOMAD_TASK_NAME > /local/name; exec sleep 3600"]
+      }
+      resources {
+        cpu    = 20
+        memory = 16
+      }
+    }
+  }
+}
+""")
+    assert r.code == 0, r.out + r.err
+    alloc = wait_for(lambda: (lambda a: a if a["client_status"] == "running" else None)(alloc_of(agent, "spaced")),
+                     30, "the allocation to run")
+    aid = alloc["id"]
+    assert alloc["task_states"]["web server"]["state"] == "running"
+    cid = names.container_id(aid, "web server")
+    assert cid in runc_list("-q").split()
+    alloc_dir = names.alloc_dir(agent.data_dir / "client" / "allocs", aid)
+    task_dir = names.task_dir(alloc_dir, "web server")
+    wait_for(lambda: (task_dir / "local" / "name").exists(), 10, "the task to write its name")
+    assert (task_dir / "local" / "name").read_text() == "web server\n"
+    assert cgroups.cgroup_exists(names.cgroup_path(cid)) and _mounts_under(task_dir)
+    assert agent.cli("alloc", "logs", aid[:8], "web server").out == "serving\n"
+
+    assert agent.cli("job", "stop", "spaced").code == 0
+    stopped = wait_for(lambda: (lambda a: a if a["client_status"] == "complete" else None)(alloc_of(agent, "spaced")),
+                       30, "the allocation to stop")
+    assert [e["type"] for e in stopped["task_states"]["web server"]["events"]][-2:] == ["Killing", "Killed"]
+    assert cid not in runc_list("-q").split()
+    assert not cgroups.cgroup_exists(names.cgroup_path(cid))
+    assert _mounts_under(task_dir) == []
+
+
+def _mounts_under(path: Path) -> list[str]:
+    prefix = str(path)
+    return [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
+            if line.split()[1].replace("\\040", " ").startswith(prefix)]
 
 
 def _pid(cid: str) -> int | None:

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from support.cluster import wait_for, runc_list
 
+from shoal.agent.names import container_id
+
 pytestmark = pytest.mark.root
 
 LOGGING_JOB = """
@@ -52,7 +54,7 @@ def test_job_runs_logs_and_stops_cleanly(dev_agent, tmp_path):
     status = dev_agent.cli("job", "status", "echo", "--json").json()
     assert status["status"] == "running"
     (alloc,) = [a for a in status["allocations"] if a["desired_status"] == "run"]
-    cid = f"shoal-{alloc['id']}-say"
+    cid = container_id(alloc["id"], "say")
     assert cid in runc_ids()
     assert cgroup_dirs(cid), "the container's cgroup should exist while it runs"
 
