@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from shoal.agent.drivers.container import container_id
+from shoal.agent.allocstate import load_state
+from shoal.agent.names import container_id
 from shoal.devcluster.hosts import NETNS_DIR
 
 
@@ -153,14 +154,15 @@ def remove_shoal_cgroups(container_ids: Iterable[str]) -> None:
 
 
 def _alloc_container_ids(root: Path) -> set[str]:
-    """Container ids that allocations under ``root`` may have used (one per task directory)."""
+    """Container ids the allocations under ``root`` may have used: one per task of each state file."""
     ids = set()
     for allocs in root.glob("*/data/client/allocs"):
-        for alloc in allocs.iterdir():
-            if alloc.is_dir():
-                for task in alloc.iterdir():
-                    if task.is_dir():
-                        ids.add(container_id(alloc.name, task.name))
+        for alloc_dir in allocs.iterdir():
+            state = load_state(alloc_dir) if alloc_dir.is_dir() else None
+            alloc, job = (state or {}).get("alloc") or {}, (state or {}).get("job") or {}
+            group = next((g for g in job.get("groups") or () if g.get("name") == alloc.get("task_group")), None)
+            for task in (group or {}).get("tasks") or ():
+                ids.add(container_id(str(alloc.get("id") or alloc_dir.name), str(task.get("name") or "")))
     return ids
 
 
