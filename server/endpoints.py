@@ -184,7 +184,7 @@ class Endpoints:
             raise JobFileError(problems)
         snap = self.server.usage.state()
         result = await asyncio.to_thread(plan_job, snap, job, self.server.leader.scheduler)
-        return {"index": snap.index, **result}
+        return {"index": snap.snapshot.index, **result}
 
     async def job_deregister(self, req: dict[str, Any]) -> dict[str, Any]:
         ns = self._namespace(req)
