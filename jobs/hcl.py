@@ -4,7 +4,7 @@ python-hcl2 parses (its Lark tree carries a line for every node); this module
 evaluates what Nomad's jobspec2 evaluates before a job reaches the servers:
 ``variable``/``variables`` blocks (defaults, caller-given values, ``type``,
 ``validation``), ``locals``, ``${...}`` interpolation, functions, ``dynamic``
-blocks, heredocs. Runtime interpolations are kept as written (see hcleval).
+blocks, heredocs. Runtime interpolations are kept as written (see hcltemplate).
 """
 
 from __future__ import annotations
@@ -20,20 +20,12 @@ from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, Unex
 
 from shoal.errors import Problem
 from shoal.jobs.body import INVALID, Attribute, Block
-from shoal.jobs.hcleval import (
-    EvalError,
-    Evaluator,
-    LazyLocals,
-    Scope,
-    iterate,
-    node_line,
-    parse_snippet,
-    variables_object,
-)
+from shoal.jobs.hcleval import Evaluator
+from shoal.jobs.hclsyntax import EvalError, kids, literal_string, node_line, parse_snippet
+from shoal.jobs.hclvalues import LazyLocals, Scope, iterate, variables_object
 from shoal.jobs.hclfuncs import FuncError, functions, to_bool, to_number, to_string, type_name
 from shoal.jobs.paths import ROOT, FieldPath, child, render
 
-TOP_LEVEL = ("job", "variable", "variables", "locals")
 VARIABLE_ATTRS = ("type", "default", "description", "sensitive", "nullable")
 
 
@@ -111,10 +103,6 @@ def syntax_message(e: UnexpectedInput) -> str:
 # ---- the reader ------------------------------------------------------------------------
 
 
-def _kids(node: Tree) -> list[Tree]:
-    return [c for c in node.children if isinstance(c, Tree) and c.data != "new_line_or_comment"]
-
-
 def _name(node: Tree) -> str:
     tok = node.children[0]
     return str(tok)
@@ -188,18 +176,18 @@ class _Reader:
     def _top_level(self, tree: Tree) -> _TopLevel:
         """Sort the file's top-level blocks; anything but job, variable(s) and locals is reported."""
         top = _TopLevel()
-        for item in _kids(tree.children[0]):
+        for item in kids(tree.children[0]):
             line = node_line(item)
             if item.data == "attribute":
-                name = _name(_kids(item)[0])
+                name = _name(kids(item)[0])
                 self.problem(line, (), f"attribute {json.dumps(name)} is not allowed at the top level; "
                              "a job file holds a job block, and variable and locals blocks")
                 continue
             blk = _split_block(item)
             if blk.type in ("variables", "locals"):
                 target = top.shorthand if blk.type == "variables" else top.locals
-                target.extend(a for a in _kids(blk.body) if a.data == "attribute")
-                for b in _kids(blk.body):
+                target.extend(a for a in kids(blk.body) if a.data == "attribute")
+                for b in kids(blk.body):
                     if b.data == "block":
                         self.problem(node_line(b), child(ROOT, blk.type),
                                      f"only attributes (name = value) are allowed in a {blk.type} block")
@@ -222,7 +210,7 @@ class _Reader:
         declared: dict[str, int | None] = {}
         values: dict[str, Any] = {}
         for attr in shorthand:
-            name = _name(_kids(attr)[0])
+            name = _name(kids(attr)[0])
             path = child(ROOT, "variable", name)
             if name in declared:
                 self.problem(node_line(attr), path, f"variable declared twice (first at line {declared[name]})")
@@ -232,7 +220,7 @@ class _Reader:
                 values[name] = given[name]
                 continue
             try:
-                values[name] = self.ev.eval(_kids(attr)[-1], {})
+                values[name] = self.ev.eval(kids(attr)[-1], {})
             except EvalError as e:
                 self.problem(e.line, path, f"default: {e.message}")
         for blk in blocks:
@@ -247,13 +235,13 @@ class _Reader:
                 continue
             declared[name] = line
             attrs: dict[str, Tree] = {}
-            for item in _kids(blk.body):
+            for item in kids(blk.body):
                 if item.data == "block":
                     b = _split_block(item)
                     if b.type != "validation":
                         self.problem(node_line(item), child(path, b.type), "unknown block in a variable block")
                     continue
-                aname = _name(_kids(item)[0])
+                aname = _name(kids(item)[0])
                 if aname not in VARIABLE_ATTRS:
                     self.problem(node_line(item), child(path, aname),
                                  f"unknown attribute in a variable block (expected {', '.join(VARIABLE_ATTRS)})")
@@ -262,18 +250,18 @@ class _Reader:
             vtype: Any = ("any",)
             if "type" in attrs:
                 try:
-                    vtype = _parse_type(_kids(attrs["type"])[-1])
+                    vtype = _parse_type(kids(attrs["type"])[-1])
                 except EvalError as e:
                     self.problem(node_line(attrs["type"]), child(path, "type"), e.message)
             for flag in ("sensitive", "nullable"):
                 if flag in attrs:
                     try:
-                        to_bool(self.ev.eval(_kids(attrs[flag])[-1], {}))
+                        to_bool(self.ev.eval(kids(attrs[flag])[-1], {}))
                     except (EvalError, FuncError) as e:
                         self.problem(node_line(attrs[flag]), child(path, flag), f"expected a bool: {_msg(e)}")
             if "description" in attrs:
                 try:
-                    to_string(self.ev.eval(_kids(attrs["description"])[-1], {}))
+                    to_string(self.ev.eval(kids(attrs["description"])[-1], {}))
                 except (EvalError, FuncError) as e:
                     self.problem(node_line(attrs["description"]), child(path, "description"), f"expected a string: {_msg(e)}")
             if name in given:
@@ -289,7 +277,7 @@ class _Reader:
                 continue
             default = attrs["default"]
             try:
-                values[name] = _convert(self.ev.eval(_kids(default)[-1], {}), vtype)
+                values[name] = _convert(self.ev.eval(kids(default)[-1], {}), vtype)
             except EvalError as e:
                 self.problem(e.line or node_line(default), child(path, "default"), e.message)
             except FuncError as e:
@@ -307,17 +295,17 @@ class _Reader:
             name = self._label(blk.labels[0], child(ROOT, "variable"), report=False) or ""
             if name not in values:
                 continue
-            for item in _kids(blk.body):
+            for item in kids(blk.body):
                 if item.data != "block" or _split_block(item).type != "validation":
                     continue
                 path = child(child(ROOT, "variable", name), "validation")
-                attrs = {_name(_kids(a)[0]): a for a in _kids(_split_block(item).body) if a.data == "attribute"}
+                attrs = {_name(kids(a)[0]): a for a in kids(_split_block(item).body) if a.data == "attribute"}
                 if "condition" not in attrs or "error_message" not in attrs:
                     self.problem(node_line(item), path, "a validation block needs condition and error_message")
                     continue
                 try:
-                    ok = to_bool(self.ev.eval(_kids(attrs["condition"])[-1], scope))
-                    msg = to_string(self.ev.eval(_kids(attrs["error_message"])[-1], scope))
+                    ok = to_bool(self.ev.eval(kids(attrs["condition"])[-1], scope))
+                    msg = to_string(self.ev.eval(kids(attrs["error_message"])[-1], scope))
                 except (EvalError, FuncError) as e:
                     self.problem(node_line(item), path, _msg(e))
                     continue
@@ -326,13 +314,13 @@ class _Reader:
 
     def _locals(self, defs: list[Tree], local: LazyLocals) -> None:
         for attr in defs:
-            name = _name(_kids(attr)[0])
+            name = _name(kids(attr)[0])
             path = child(ROOT, "local")
             if name in local:
                 self.problem(node_line(attr), child(path, name),
                              f"local value defined twice (first at line {local.defined_at(name)})")
                 continue
-            local.define(name, _kids(attr)[-1], self.ev, node_line(attr))
+            local.define(name, kids(attr)[-1], self.ev, node_line(attr))
         for name in list(local):
             try:
                 local[name]
@@ -343,7 +331,7 @@ class _Reader:
     def _label(self, node: Tree, path: FieldPath, report: bool = True) -> str | None:
         """A block label's text; None if it is not a plain string. Bad escapes are reported."""
         try:
-            return self.ev.literal_string(node)
+            return literal_string(node)
         except EvalError as e:
             if report:
                 self.problem(e.line, path, e.message)
@@ -365,7 +353,7 @@ class _Reader:
         return out
 
     def _body(self, body: Tree, scope: Scope, path: FieldPath, out: Block) -> None:
-        for item in _kids(body):
+        for item in kids(body):
             if item.data == "attribute":
                 out.attributes.append(self._attribute(item, scope))
                 continue
@@ -376,10 +364,10 @@ class _Reader:
                 out.blocks.append(self._block(blk, scope, path))
 
     def _attribute(self, item: Tree, scope: Scope) -> Attribute:
-        kids = _kids(item)
-        name, line = _name(kids[0]), node_line(item)
+        sub = kids(item)
+        name, line = _name(sub[0]), node_line(item)
         try:
-            return Attribute(name, self.ev.eval(kids[-1], scope), line)
+            return Attribute(name, self.ev.eval(sub[-1], scope), line)
         except EvalError as e:
             return Attribute(name, INVALID, e.line or line, e.message)
 
@@ -392,9 +380,9 @@ class _Reader:
             return []
         attrs: dict[str, Tree] = {}
         contents: list[_BlockSyntax] = []
-        for item in _kids(blk.body):
+        for item in kids(blk.body):
             if item.data == "attribute":
-                name = _name(_kids(item)[0])
+                name = _name(kids(item)[0])
                 if name not in ("for_each", "iterator", "labels"):
                     self.problem(node_line(item), child(path, name),
                                  "unknown attribute in a dynamic block (expected for_each, iterator, labels, content)")
@@ -410,14 +398,14 @@ class _Reader:
             return []
         iterator = label
         if "iterator" in attrs:
-            sub = _kids(_kids(attrs["iterator"])[-1])
+            sub = kids(kids(attrs["iterator"])[-1])
             name = _name(sub[0]) if len(sub) == 1 and sub[0].data == "identifier" else None
             if not name:
                 self.problem(node_line(attrs["iterator"]), child(path, "iterator"), "iterator must be a bare name, e.g. iterator = port")
                 return []
             iterator = name
         try:
-            coll = self.ev.eval(_kids(attrs["for_each"])[-1], scope)
+            coll = self.ev.eval(kids(attrs["for_each"])[-1], scope)
             pairs = list(iterate(coll, node_line(attrs["for_each"])))
         except EvalError as e:
             if e.message:
@@ -430,7 +418,7 @@ class _Reader:
             labels: list[str] = []
             if "labels" in attrs:
                 try:
-                    raw = self.ev.eval(_kids(attrs["labels"])[-1], inner_scope)
+                    raw = self.ev.eval(kids(attrs["labels"])[-1], inner_scope)
                     if not isinstance(raw, list) or any(isinstance(x, (list, dict)) or x is None for x in raw):
                         raise EvalError(node_line(attrs["labels"]), "labels must be a list of strings")
                     labels = [to_string(x) for x in raw]
@@ -454,16 +442,16 @@ _PRIMITIVE = ("string", "number", "bool", "any")
 
 
 def _parse_type(node: Tree) -> tuple[Any, ...]:
-    sub = _kids(node) if node.data == "expr_term" else [node]
+    sub = kids(node) if node.data == "expr_term" else [node]
     if len(sub) != 1:
         raise EvalError(node_line(node), "invalid type")
     n = sub[0]
     if n.data == "identifier" and _name(n) in _PRIMITIVE:
         return (_name(n),)
     if n.data == "function_call":
-        fname = _name(_kids(n)[0])
-        args = next((k for k in _kids(n) if k.data == "arguments"), None)
-        arg_nodes = _kids(args) if args is not None else []
+        fname = _name(kids(n)[0])
+        args = next((k for k in kids(n) if k.data == "arguments"), None)
+        arg_nodes = kids(args) if args is not None else []
         if fname in ("list", "set", "map") and len(arg_nodes) == 1:
             return (fname, _parse_type(arg_nodes[0]))
         if fname in ("object", "tuple"):

@@ -24,7 +24,6 @@ CLIENT_TERMINAL = (ALLOC_COMPLETE, ALLOC_FAILED, ALLOC_LOST)
 EVAL_PENDING, EVAL_COMPLETE, EVAL_FAILED, EVAL_BLOCKED, EVAL_CANCELED = (
     "pending", "complete", "failed", "blocked", "canceled",
 )
-EVAL_TERMINAL = (EVAL_COMPLETE, EVAL_FAILED, EVAL_CANCELED)
 # Task states
 TASK_PENDING, TASK_RUNNING, TASK_DEAD = "pending", "running", "dead"
 
@@ -138,14 +137,6 @@ class Allocation:
 
 
 @dataclass(slots=True)
-class AllocPayload:
-    """What an agent receives for one allocation: the record and the job version it runs."""
-
-    alloc: Allocation = field(default_factory=Allocation)
-    job: Job = field(default_factory=Job)
-
-
-@dataclass(slots=True)
 class AllocUpdate:
     """An agent's report of one allocation's progress."""
 
@@ -155,12 +146,6 @@ class AllocUpdate:
     task_states: dict[str, TaskState] = field(default_factory=dict)
     healthy: bool | None = None
     checks: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class DimensionCount:
-    name: str = ""
-    count: int = 0
 
 
 @dataclass(slots=True)

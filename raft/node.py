@@ -181,8 +181,8 @@ class RaftNode:
     def leader(self) -> str | None:
         if self._replica is None:
             return None
-        leader = self._replica._getLeader()
-        return None if leader is None else str(getattr(leader, "address", leader))
+        leader = self._replica._getLeader()  # a PySyncObj Node: its id is the "host:port" it was given
+        return None if leader is None else str(leader.id)
 
     def status(self) -> dict[str, Any]:
         if self._replica is None:
@@ -409,7 +409,8 @@ def check_bindable(bind: str) -> None:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as PySyncObj binds: TIME_WAIT is fine
             s.bind((host.strip("[]"), int(port)))
     except (OSError, ValueError) as exc:
-        raise ShoalError(f"cannot listen for Raft on {bind}: {getattr(exc, 'strerror', None) or exc}") from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ShoalError(f"cannot listen for Raft on {bind}: {reason}") from None
 
 
 def _check_round_trip(op: str, data: bytes) -> None:
@@ -434,8 +435,16 @@ def _resolve_batch(futs: list[asyncio.Future], result: Any, err: int) -> None:
         _resolve(f, tuple(r), FAIL_REASON.SUCCESS)
 
 
+_FAIL_REASONS = {
+    FAIL_REASON.QUEUE_FULL: "queue full",
+    FAIL_REASON.MISSING_LEADER: "missing leader",
+    FAIL_REASON.DISCARDED: "discarded",
+    FAIL_REASON.NOT_LEADER: "not leader",
+    FAIL_REASON.LEADER_CHANGED: "leader changed",
+    FAIL_REASON.REQUEST_DENIED: "request denied",
+    FAIL_REASON.UNKNOWN_OUTCOME: "unknown outcome",
+}
+
+
 def _reason(err: int) -> str:
-    for name in ("QUEUE_FULL", "MISSING_LEADER", "DISCARDED", "NOT_LEADER", "LEADER_CHANGED", "REQUEST_DENIED", "UNKNOWN_OUTCOME"):
-        if getattr(FAIL_REASON, name, None) == err:
-            return name.lower().replace("_", " ")
-    return f"error {err}"
+    return _FAIL_REASONS.get(err, f"error {err}")

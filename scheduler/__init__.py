@@ -17,11 +17,9 @@ from shoal.scheduler.generic import GenericScheduler
 from shoal.scheduler.plan import Plan, PlanResult
 from shoal.scheduler.rank import BINPACK, SPREAD
 from shoal.scheduler.reconcile import AllocPlace, AllocStop, DesiredUpdates, ReconcileResult, reconcile
-from shoal.scheduler.state import StateReader
+from shoal.scheduler.state import SchedulerState, StateReader
 from shoal.scheduler.system import SYSTEM_TYPES, SystemScheduler
 from shoal.scheduler.usage import NodeUsage, UsageIndex, node_fit
-
-GENERIC_TYPES = ("service", "batch")
 
 __all__ = [
     "BINPACK",
@@ -35,6 +33,7 @@ __all__ = [
     "PlanResult",
     "ReconcileResult",
     "SchedulerConfig",
+    "SchedulerState",
     "StateReader",
     "SystemScheduler",
     "UsageIndex",
@@ -45,7 +44,7 @@ __all__ = [
 
 
 def schedule(
-    state: StateReader,
+    state: SchedulerState,
     evaluation: Evaluation,
     *,
     now: float,
@@ -58,9 +57,9 @@ def schedule(
     Reads through ``state``: ``job(namespace, job_id)``, ``allocs_by_job(namespace,
     job_id)``, ``node(id)`` for the nodes of the job's allocations, and, when
     something is to be placed, ``nodes()`` and ``allocs_by_node(id)`` for the
-    nodes it ranks. Optional, used when present: ``job_version(namespace,
-    job_id, version)`` (in-place updates need the older version) and
-    ``node_usage(node_id)`` (per-node sums, see :class:`UsageIndex`).
+    nodes it ranks, ``job_version(namespace, job_id, version)`` (in-place
+    updates compare against the older version) and ``usage_index()`` (per-node
+    sums and best-fit candidates, see :class:`UsageIndex`; None: walk the nodes).
     ``algorithm`` overrides ``config.algorithm``.
     """
     config = config or SchedulerConfig()

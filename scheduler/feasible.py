@@ -359,10 +359,6 @@ class BaseNodes:
     evaluated: int  # all nodes looked at
     available: dict[str, int]  # nodes that passed, by datacenter (Nomad's NodesAvailable)
 
-    @property
-    def filtered_count(self) -> int:
-        return sum(self.filtered.values())
-
 
 class JobNodeFilter:
     """The job-wide node checks in one call, for a node met during a walk: ready,

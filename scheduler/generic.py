@@ -1,7 +1,7 @@
 """The generic scheduler, for service and batch jobs: reconcile, then place.
 
 One run reads the job, its allocations and the nodes through a
-:class:`StateReader`, asks the reconciler what to stop, update and place, and
+:class:`SchedulerState`, asks the reconciler what to stop, update and place, and
 places each allocation through the feasible -> rank -> select chain. The plan
 it returns holds the stops (``node_update``), in-place updates and follow-up
 annotations (``node_update_inplace``), the new allocations
@@ -60,7 +60,7 @@ from shoal.scheduler.reconcile import (
     reschedule_policy,
 )
 from shoal.scheduler.select import BEST_FIT_LIMIT, CandidateWalk, LimitSelector, NodeRing, placement_limit
-from shoal.scheduler.state import StateReader
+from shoal.scheduler.state import SchedulerState, StateReader
 from shoal.scheduler.usage import PlanUsage, UsageIndex, live
 
 SERVICE, BATCH = "service", "batch"
@@ -85,7 +85,7 @@ class _GroupPlacer:
 class _Run:
     """The state of one scheduler run."""
 
-    state: StateReader
+    state: SchedulerState
     evaluation: Evaluation
     job: Job
     plan: Plan
@@ -136,23 +136,15 @@ def tainted_nodes(state: StateReader, allocs: list[Allocation]) -> dict[str, Nod
 
 
 def job_versions(state: StateReader, job: Job | None, allocs: list[Allocation]) -> dict[int, Job]:
-    """The older job versions the allocations run, when the state keeps versions
-    (``StateReader.job_version(namespace, job_id, version)``, optional)."""
-    lookup = getattr(state, "job_version", None)
-    if job is None or lookup is None:
+    """The older job versions the allocations run (those the state still keeps)."""
+    if job is None:
         return {}
     out: dict[int, Job] = {}
     for v in {a.job_version for a in allocs if a.job_version != job.version and live(a)}:
-        found = lookup(job.namespace, job.id, v)
+        found = state.job_version(job.namespace, job.id, v)
         if found is not None:
             out[v] = found
     return out
-
-
-def usage_index(state: StateReader) -> UsageIndex | None:
-    """The state's :class:`UsageIndex`, when it keeps one (``StateReader.usage_index()``, optional)."""
-    get = getattr(state, "usage_index", None)
-    return get() if get is not None else None
 
 
 def blocked_evaluation(
@@ -181,7 +173,7 @@ class GenericScheduler:
 
     def schedule(
         self,
-        state: StateReader,
+        state: SchedulerState,
         evaluation: Evaluation,
         *,
         now: float,
@@ -226,7 +218,7 @@ class GenericScheduler:
         if result.inplace or places:
             shared = job_plan_checkers(job, usage)
             base = JobNodeFilter(job)
-            index = usage_index(state)
+            index = state.usage_index()
             node_count = index.node_count() if index is not None else len(run.ring)
             for name in [*(a.task_group for a in result.inplace), *(p.group for p in places)]:
                 if name not in placers:
@@ -360,7 +352,7 @@ class GenericScheduler:
         """Nomad's second pass with preemption: over every feasible node, the one
         whose eviction set has the lowest priorities, then the fewest victims."""
         usage, state, job = run.usage, run.state, run.job
-        priority = priority_lookup(lambda ns, jid: getattr(state.job(ns, jid), "priority", None))
+        priority = priority_lookup(state)
         reason = placer.ranker.feasibility.reason
         best: tuple[tuple[int, int, int], RankedNode, list[Allocation]] | None = None
         for node in run.ring.walk():

@@ -76,9 +76,6 @@ class Plan:
     def needs_blocked_eval(self) -> bool:
         return self.blocked_eval is not None
 
-    def placements(self) -> int:
-        return sum(len(v) for v in self.node_allocation.values())
-
     def append_alloc(self, alloc: Allocation) -> None:
         self.node_allocation.setdefault(alloc.node_id, []).append(alloc)
 

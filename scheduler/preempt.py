@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from shoal.jobs.model import Resources
 from shoal.jobs.structs import DESIRED_EVICT, Allocation
 from shoal.scheduler.ports import PortAsk, port_exhausted
+from shoal.scheduler.state import StateReader
 from shoal.scheduler.usage import PORTS_EXHAUSTED, NodeTally
 
 PRIORITY_DELTA = 10
@@ -139,7 +140,10 @@ def evicted_record(victim: Allocation, by_alloc_id: str, now: float) -> Allocati
     )
 
 
-def priority_lookup(job_priority: Callable[[str, str], int | None]) -> Callable[[Allocation], int]:
+DEFAULT_PRIORITY = 50  # Nomad's default job priority
+
+
+def priority_lookup(state: StateReader) -> Callable[[Allocation], int]:
     """A cached ``alloc -> its job's priority`` (50, Nomad's default, when the job is gone)."""
     cache: dict[tuple[str, str], int] = {}
 
@@ -147,8 +151,8 @@ def priority_lookup(job_priority: Callable[[str, str], int | None]) -> Callable[
         key = (a.namespace, a.job_id)
         p = cache.get(key)
         if p is None:
-            found = job_priority(*key)
-            p = cache[key] = 50 if found is None else found
+            job = state.job(*key)
+            p = cache[key] = DEFAULT_PRIORITY if job is None else job.priority
         return p
 
     return of

@@ -16,7 +16,7 @@ For each task group it sorts the job's allocations into:
   takes the new version, the allocation keeps running;
 * updated destructively: made by an older version whose tasks changed (driver,
   config, env, meta, resources, ports, ...): stopped and replaced;
-* rescheduled: failed and due for another try now (see :func:`reschedule_now`);
+* rescheduled: failed and due for another try now (see :func:`reschedule_decision`);
   a failed allocation due later gets a follow-up evaluation at its time
   (``reschedule_later``, batched by :func:`followup_evals`).
 
@@ -186,12 +186,6 @@ def reschedule_decision(
     if not alloc.followup_eval_id:
         return False, when
     return False, None
-
-
-def reschedule_now(alloc: Allocation, job: Job, group: TaskGroup, now: float, eval_id: str = "") -> bool:
-    """Whether a failed allocation is to be replaced now, per the group's
-    ``reschedule`` policy (attempts within interval, or unlimited; delay)."""
-    return reschedule_decision(alloc, reschedule_policy(job, group), now, eval_id)[0]
 
 
 def reschedule_events(prev: Allocation, policy: ReschedulePolicy, now: float) -> list[RescheduleEvent]:

@@ -62,7 +62,7 @@ from shoal.scheduler.reconcile import (
     reconcile,
     tasks_updated,
 )
-from shoal.scheduler.state import StateReader
+from shoal.scheduler.state import SchedulerState
 from shoal.scheduler.usage import PlanUsage, live
 
 SYSTEM, SYSBATCH = "system", "sysbatch"
@@ -94,7 +94,7 @@ class SystemScheduler:
 
     def schedule(
         self,
-        state: StateReader,
+        state: SchedulerState,
         evaluation: Evaluation,
         *,
         now: float,
@@ -118,7 +118,7 @@ class _SystemRun:
     def __init__(
         self,
         config: SchedulerConfig,
-        state: StateReader,
+        state: SchedulerState,
         evaluation: Evaluation,
         job: Job,
         plan: Plan,
@@ -147,7 +147,7 @@ class _SystemRun:
                 ports=ports,
             )
             self.groups[g.name] = _Group(g, ask, ranker, ports, plan.annotations.setdefault(g.name, DesiredUpdates()))
-        self.priority = priority_lookup(lambda n, j: getattr(state.job(n, j), "priority", None))
+        self.priority = priority_lookup(state)
         self.first_failed_node = ""
 
     def stop(self, a: Allocation, description: str, client_status: str | None = None) -> None:

@@ -7,9 +7,9 @@ current as the plan stops and places allocations: a placement costs O(1),
 never a rescan of the node's allocations.
 
 Building a tally costs one pass over the node's allocations, unless the state
-offers ``node_usage(node_id) -> NodeUsage`` (a per-node sum kept as allocations
-are written, see :class:`UsageIndex`): then it is O(1) plus a copy of the
-node's port set. The run's own stops are subtracted either way.
+keeps a :class:`UsageIndex` (per-node sums kept as allocations are written,
+``SchedulerState.usage_index``): then it is O(1) plus a copy of the node's
+port set. The run's own stops are subtracted either way.
 
 :class:`PlanUsage` also counts the job's live allocations per node and per
 (node, group), which job anti-affinity, ``distinct_hosts`` and the system
@@ -24,14 +24,14 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Container, Iterable, Iterator
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from immutables import Map
 
-from shoal.jobs.model import Resources
+from shoal.jobs.model import Job, Resources
 from shoal.jobs.structs import CLIENT_TERMINAL, DESIRED_RUN, Allocation, Node
-from shoal.scheduler.state import StateReader
+from shoal.scheduler.state import SchedulerState, StateReader
 
 MIN_DYNAMIC_PORT = 20000
 MAX_DYNAMIC_PORT = 32000  # inclusive, as Nomad's default range
@@ -129,9 +129,9 @@ class UsageIndex:
 
     Pure bookkeeping for a state store (or a listener on its change stream): call
     :meth:`upsert` with every allocation record written and :meth:`put_node`
-    with every node record. It answers the scheduler's optional
-    ``StateReader.node_usage`` (the per-node sums) and, through
-    ``StateReader.usage_index``, :meth:`candidates`: the schedulable nodes that
+    with every node record. A scheduler reads it through
+    ``SchedulerState.usage_index``: :meth:`node_usage` (the per-node sums) and
+    :meth:`candidates`: the schedulable nodes that
     may fit an ask, used nodes with the least free capacity first (free cpu and
     memory bucketed on a log scale), then empty nodes, largest first. Placing
     in that order packs allocations onto few nodes (best fit, opening the
@@ -295,20 +295,37 @@ class UsageIndex:
                     yield from list(members)
 
 
-class IndexedState:
-    """A scheduler's ``StateReader``: a state snapshot plus a :class:`UsageIndex` taken at the same
-    index, so ``node_usage`` and ``usage_index`` answer without walking allocations."""
+S = TypeVar("S", bound=StateReader)
 
-    __slots__ = ("_s", "_index")
 
-    def __init__(self, snapshot: Any, index: UsageIndex) -> None:
-        self._s, self._index = snapshot, index
+class IndexedState(Generic[S]):
+    """A :class:`~shoal.scheduler.state.SchedulerState`: a state snapshot plus a :class:`UsageIndex`
+    taken at the same index, so tallies and candidates come without walking allocations. The
+    snapshot stays at hand (``snapshot``) for what else its owner reads at that index."""
 
-    def __getattr__(self, name: str) -> Any:  # job, job_version, nodes, node, allocs_by_job, allocs_by_node ...
-        return getattr(self._s, name)
+    __slots__ = ("snapshot", "_index")
 
-    def node_usage(self, node_id: str) -> NodeUsage:
-        return self._index.node_usage(node_id)
+    def __init__(self, snapshot: S, index: UsageIndex) -> None:
+        self.snapshot: S = snapshot
+        self._index = index
+
+    def job(self, namespace: str, job_id: str) -> Job | None:
+        return self.snapshot.job(namespace, job_id)
+
+    def job_version(self, namespace: str, job_id: str, version: int) -> Job | None:
+        return self.snapshot.job_version(namespace, job_id, version)
+
+    def nodes(self) -> Iterable[Node]:
+        return self.snapshot.nodes()
+
+    def node(self, node_id: str) -> Node | None:
+        return self.snapshot.node(node_id)
+
+    def allocs_by_job(self, namespace: str, job_id: str) -> list[Allocation]:
+        return self.snapshot.allocs_by_job(namespace, job_id)
+
+    def allocs_by_node(self, node_id: str) -> list[Allocation]:
+        return self.snapshot.allocs_by_node(node_id)
 
     def usage_index(self) -> UsageIndex:
         return self._index
@@ -317,11 +334,11 @@ class IndexedState:
 class PlanUsage:
     """Per-node tallies and the job's per-node allocation counts, plan included."""
 
-    __slots__ = ("_state", "_node_usage", "tallies", "_stopped", "_pending", "_job_counts", "group_counts")
+    __slots__ = ("_state", "_index", "tallies", "_stopped", "_pending", "_job_counts", "group_counts")
 
-    def __init__(self, state: StateReader, job_allocs: Iterable[Allocation] = ()) -> None:
+    def __init__(self, state: SchedulerState, job_allocs: Iterable[Allocation] = ()) -> None:
         self._state = state
-        self._node_usage = getattr(state, "node_usage", None)  # optional StateReader method
+        self._index = state.usage_index()
         self.tallies: dict[str, NodeTally] = {}  # node id -> tally, for nodes looked at so far
         self._stopped: set[str] = set()  # ids of allocations this plan stops
         self._pending: dict[str, list[Allocation]] = {}  # stops on nodes without a tally yet
@@ -341,8 +358,9 @@ class PlanUsage:
 
     def _build(self, node: Node) -> NodeTally:
         t = NodeTally.for_node(node)
-        u = self._node_usage(node.id) if self._node_usage is not None else None
-        if u is not None:
+        index = self._index
+        if index is not None:
+            u = index.node_usage(node.id)
             t.cpu, t.memory, t.disk = u.cpu, u.memory, u.disk
             if u.ports:
                 t.take_ports(u.ports)

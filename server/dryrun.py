@@ -33,15 +33,16 @@ class WithJob:
         return getattr(self._snap, name)
 
 
-def plan_job(snap: StateSnapshot | IndexedState, job: Job, config: SchedulerConfig | None = None) -> dict[str, Any]:
+def plan_job(snap: IndexedState[StateSnapshot], job: Job, config: SchedulerConfig | None = None) -> dict[str, Any]:
     old = snap.job(job.namespace, job.id)
+    index = snap.snapshot.index
     changed = old is None or old.stop or job_spec(old) != job_spec(job)
     candidate = dataclasses.replace(
         job,
         version=(old.version + 1 if changed else old.version) if old else 0,
-        create_index=old.create_index if old else snap.index + 1,
-        job_modify_index=snap.index + 1 if changed else old.job_modify_index,
-        modify_index=snap.index + 1,
+        create_index=old.create_index if old else index + 1,
+        job_modify_index=index + 1 if changed else old.job_modify_index,
+        modify_index=index + 1,
         stop=False,
     )
     now = time.time()

@@ -180,7 +180,7 @@ class Endpoints:
         job = self._job_of(req)
         snap = self.server.usage.state()
         result = await asyncio.to_thread(plan_job, snap, job, self.server.leader.scheduler)
-        return {"index": snap.index, **result}
+        return {"index": snap.snapshot.index, **result}
 
     async def job_deregister(self, req: dict[str, Any]) -> dict[str, Any]:
         with self.store.reader() as s:

@@ -38,7 +38,7 @@ class UsageIndexer:
     def rebuild(self, snapshot: StateSnapshot) -> None:
         self.index = UsageIndex(snapshot.nodes(), snapshot.allocs())
 
-    def state(self) -> IndexedState:
+    def state(self) -> IndexedState[StateSnapshot]:
         """A snapshot and the index as of the same Raft index, for one scheduling pass."""
         with self.store.lock:
             return IndexedState(self.store.snapshot(), self.index.view())

@@ -105,7 +105,7 @@ def eval_outcome(ev: Evaluation, plan: Plan, snap: IndexedState, now: float) -> 
     out = [done, *plan.followup_evals]
     if blocked is not None:
         # One blocked evaluation per job: an older one is superseded.
-        for old in snap.evals_by_job(ev.namespace, ev.job_id):
+        for old in snap.snapshot.evals_by_job(ev.namespace, ev.job_id):
             if old.status == EVAL_BLOCKED and old.id != blocked.id:
                 out.append(dataclasses.replace(old, status=EVAL_CANCELED, status_description="superseded", modify_time=now))
         out.append(blocked)

@@ -321,11 +321,6 @@ def decode(data: bytes, tp: type[T] | None = None) -> Any:
     return plain if tp is None else from_plain(tp, plain)
 
 
-def clone(obj: T) -> T:
-    """A deep copy through the codec (what a replica would see)."""
-    return from_plain(type(obj), to_plain(obj))
-
-
 @cache
 def _hints(cls: type) -> dict[str, Any]:
     names = set(_field_names(cls))

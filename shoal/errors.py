@@ -8,7 +8,7 @@ never shown as a bare traceback.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class ShoalError(Exception):
@@ -82,15 +82,6 @@ class JobFileError(ShoalError):
     def __init__(self, problems: list[Problem]):
         self.problems = list(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
-
-
-@dataclass(slots=True)
-class ErrorInfo:
-    """The wire form of a ShoalError."""
-
-    code: str
-    message: str
-    details: list[str] = field(default_factory=list)
 
 
 _BY_CODE: dict[str, type[ShoalError]] = {

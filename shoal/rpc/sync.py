@@ -8,7 +8,12 @@ from typing import Any
 
 from shoal.rpc.transport import RpcClient
 
-_local = threading.local()
+
+class _ThreadLoop(threading.local):
+    loop: asyncio.AbstractEventLoop | None = None
+
+
+_local = _ThreadLoop()
 
 
 def _loop() -> asyncio.AbstractEventLoop:
@@ -16,7 +21,7 @@ def _loop() -> asyncio.AbstractEventLoop:
     a finished call's last events to the loop the call ran on, after the call returns: with a fresh
     loop per call (``asyncio.run``) they arrived at a closed one, and each printed a "RuntimeError:
     Event loop is closed" traceback."""
-    loop = getattr(_local, "loop", None)
+    loop = _local.loop
     if loop is None or loop.is_closed():
         loop = _local.loop = asyncio.new_event_loop()
     return loop

@@ -1,4 +1,4 @@
-"""An in-memory StateReader built from plain records, and builders for tests.
+"""An in-memory SchedulerState built from plain records, and builders for tests.
 
 Tests get the builders through the ``kit`` fixture (session-scoped, so
 hypothesis tests can use it too).
@@ -15,12 +15,12 @@ import pytest
 
 from shoal.jobs.model import Constraint, Job, Network, Port, Resources, Task, TaskGroup
 from shoal.jobs.structs import NODE_READY, Allocation, Evaluation, Node, NodeResources
-from shoal.scheduler.usage import NodeUsage, UsageIndex
+from shoal.scheduler.usage import UsageIndex
 
 
 @dataclass
 class MemState:
-    """The StateReader protocol over dicts, as the server's snapshot would answer it."""
+    """The SchedulerState protocol over dicts, as the server's snapshot would answer it, without a usage index."""
 
     jobs: dict[tuple[str, str], Job] = field(default_factory=dict)
     node_map: dict[str, Node] = field(default_factory=dict)
@@ -48,18 +48,18 @@ class MemState:
     def allocs_by_node(self, node_id: str) -> list[Allocation]:
         return [a for a in self.allocs.values() if a.node_id == node_id]
 
+    def usage_index(self) -> UsageIndex | None:
+        return None
+
 
 @dataclass
 class IndexedState(MemState):
-    """The same, with the optional per-node usage and best-fit order of a UsageIndex."""
+    """The same, with a UsageIndex: per-node usage and the best-fit order."""
 
     index: UsageIndex = field(default_factory=UsageIndex)
 
     def __post_init__(self) -> None:
         self.index = UsageIndex(self.node_map.values(), self.allocs.values())
-
-    def node_usage(self, node_id: str) -> NodeUsage:
-        return self.index.node_usage(node_id)
 
     def usage_index(self) -> UsageIndex:
         return self.index

@@ -121,6 +121,10 @@ class State:
     def job(self, namespace, job_id):
         return self.job_ if (namespace, job_id) == (self.job_.namespace, self.job_.id) else None
 
+    def job_version(self, namespace, job_id, version):
+        job = self.job(namespace, job_id)
+        return job if job is not None and job.version == version else None  # keeps no older versions
+
     def nodes(self):
         return list(self.node_map.values())
 
@@ -133,6 +137,9 @@ class State:
     def allocs_by_node(self, node_id):
         return [a for a in self.allocs if a.node_id == node_id]
 
+    def usage_index(self):
+        return None
+
 
 class IndexedState(State):
     """The same, with a usage index: tallies from per-node sums, best-fit candidates."""
@@ -140,9 +147,6 @@ class IndexedState(State):
     def indexed(self) -> "IndexedState":
         self.index = UsageIndex(self.node_map.values(), self.allocs)
         return self
-
-    def node_usage(self, node_id):
-        return self.index.node_usage(node_id)
 
     def usage_index(self):
         return self.index

@@ -64,7 +64,7 @@ def test_a_workers_state_does_not_move_with_later_writes():
     state = indexer.state()
     order = list(state.usage_index().candidates(100, 100))
     apply(fsm, ops.PLAN_APPLY, ops.PlanApply(job_id="web", allocs=[alloc(2, "n0", cpu=3000), alloc(3, "n2")]))
-    assert state.index == 4
+    assert state.snapshot.index == 4
     assert usage_of(state.usage_index(), "n0") == (500, 256, {}, 1)  # as of the snapshot
     assert [a.id for a in state.allocs_by_node("n0")] == ["a1"]
     assert list(state.usage_index().candidates(100, 100)) == order
