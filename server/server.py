@@ -75,7 +75,6 @@ class Server:
         self.name = cfg.name or f"{socket.gethostname()}.{cfg.rpc_bind}"
         self.fsm = FSM()
         self.rpc = RpcServer()
-        self.rpc_port = 0
         self._leadership_lock = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
         self._peers: dict[str, RpcClient] = {}
@@ -107,7 +106,7 @@ class Server:
         )
         Endpoints(self).register(self.rpc)
         check_bindable(self.cfg.raft_bind)  # Raft itself starts later (after joining): fail now if it cannot
-        self.rpc_port = await self.rpc.start(self.cfg.rpc_bind)
+        await self.rpc.start(self.cfg.rpc_bind)
         self._spawn(self._join_and_start())
         log.info("server started", name=self.name, rpc=self.cfg.rpc_bind, raft=self.cfg.raft_bind, join=self.cfg.join)
 

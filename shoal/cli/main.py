@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = asyncio.run(result)
         return int(result or 0)
     except JobFileError as e:
-        err.print(f"[red]Error:[/] job file is invalid:", markup=True)
+        err.print("[red]Error:[/] job file is invalid:", markup=True)
         for p in e.problems:
             err.print(f"  {p}", markup=False)
         return e.exit_code
