@@ -4,51 +4,32 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterable
 from typing import Any
 
 from shoal import codec
 from shoal.ids import new_id
 from shoal.jobs.diff import diff_jobs
 from shoal.jobs.model import Job
-from shoal.jobs.structs import Allocation, Evaluation, Node
+from shoal.jobs.structs import Evaluation
 from shoal.raft.fsm import job_spec
 from shoal.raft.state import StateSnapshot
 from shoal.scheduler import SchedulerConfig, schedule
-from shoal.scheduler.usage import IndexedState, UsageIndex
+from shoal.scheduler.usage import IndexedState
 
 
-class WithJob:
+class WithJob(IndexedState[StateSnapshot]):
     """The scheduler's view after a register: an indexed snapshot in which one job is replaced."""
 
-    __slots__ = ("_snap", "_job")
+    __slots__ = ("_job",)
 
     def __init__(self, snap: IndexedState[StateSnapshot], job: Job):
-        self._snap = snap
+        super().__init__(snap.snapshot, snap.usage_index())
         self._job = job
 
     def job(self, namespace: str, job_id: str) -> Job | None:
         if (namespace, job_id) == (self._job.namespace, self._job.id):
             return self._job
-        return self._snap.job(namespace, job_id)
-
-    def job_version(self, namespace: str, job_id: str, version: int) -> Job | None:
-        return self._snap.job_version(namespace, job_id, version)
-
-    def nodes(self) -> Iterable[Node]:
-        return self._snap.nodes()
-
-    def node(self, node_id: str) -> Node | None:
-        return self._snap.node(node_id)
-
-    def allocs_by_job(self, namespace: str, job_id: str) -> list[Allocation]:
-        return self._snap.allocs_by_job(namespace, job_id)
-
-    def allocs_by_node(self, node_id: str) -> list[Allocation]:
-        return self._snap.allocs_by_node(node_id)
-
-    def usage_index(self) -> UsageIndex:
-        return self._snap.usage_index()
+        return self.snapshot.job(namespace, job_id)
 
 
 def plan_job(snap: IndexedState[StateSnapshot], job: Job, config: SchedulerConfig | None = None) -> dict[str, Any]:
