@@ -1,7 +1,6 @@
-"""Addresses: a node's subnet leased from the overlay CIDR, an allocation's address in it.
+"""Addresses inside a node's leased subnet (``shoal.jobs.network`` leases the subnets).
 
-Pure functions over what is already taken, never a counter: the servers lease subnets
-from the replicated lease table, an agent picks addresses from the addresses its own
+Pure functions over what is already taken, never a counter: an agent picks addresses from the addresses its own
 allocations hold (restored from their state files after a restart), so nothing is handed
 out twice. The layout inside a node's subnet follows flannel's vxlan backend::
 
@@ -19,45 +18,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
-DEFAULT_OVERLAY_CIDR = "10.200.0.0/16"
-DEFAULT_SUBNET_PREFIX = 24
+from shoal.jobs.network import parse_cidr
+
 FIRST_HOST_OFFSET = 2  # .0 is the VTEP, .1 the gateway
-
-
-class IpamError(ValueError):
-    """A CIDR or prefix that cannot work; the message names it."""
-
-
-@dataclass(slots=True, frozen=True)
-class OverlayConfig:
-    cidr: str = DEFAULT_OVERLAY_CIDR
-    subnet_prefix: int = DEFAULT_SUBNET_PREFIX
-
-    def network(self) -> IPv4Network:
-        return parse_cidr(self.cidr, "overlay CIDR")
-
-    def check(self) -> None:
-        net = self.network()
-        if not net.prefixlen < self.subnet_prefix <= 29:
-            raise IpamError(f"overlay subnet prefix /{self.subnet_prefix} must be longer than the overlay CIDR "
-                            f"{net} and at most /29")
-
-
-def parse_cidr(text: str, what: str) -> IPv4Network:
-    try:
-        return IPv4Network(text, strict=True)
-    except ValueError as exc:
-        raise IpamError(f"{what} {text!r}: {exc}") from None
-
-
-def lease_subnet(cfg: OverlayConfig, taken: Iterable[str]) -> str | None:
-    """The lowest subnet of ``cfg`` not in ``taken`` (CIDR strings); None when the overlay is full."""
-    used = {str(t) for t in taken}
-    for sub in cfg.network().subnets(new_prefix=cfg.subnet_prefix):
-        text = str(sub)
-        if text not in used:
-            return text
-    return None
 
 
 @dataclass(slots=True, frozen=True)

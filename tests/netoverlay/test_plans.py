@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from shoal.netoverlay import nftrules
-from shoal.netoverlay.ipam import IpamError, OverlayConfig, SubnetLayout, lease_subnet, pick_address
+from shoal.jobs.network import IpamError, OverlayConfig, lease_subnet
+from shoal.netoverlay.ipam import SubnetLayout, pick_address
 from shoal.netoverlay.vxlan_plan import Fdb, Neigh, Peer, PeerEntries, Route, diff, vtep_mac, wanted
 
 
