@@ -8,14 +8,41 @@ with ``shoal.netoverlay.ipam``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Network
+
+from shoal.jobs.model import TaskGroup
 
 DEFAULT_OVERLAY_CIDR = "10.200.0.0/16"
 DEFAULT_SUBNET_PREFIX = 24
 DEFAULT_NETWORK = "default"
 MAX_SUBNET_PREFIX = 29  # .0 VTEP, .1 gateway, at least 5 allocations, broadcast
+
+
+MODE_HOST, MODE_BRIDGE, MODE_NONE, MODE_OVERLAY = "host", "bridge", "none", "overlay"
+NETWORK_MODES = (MODE_HOST, MODE_BRIDGE, MODE_NONE, MODE_OVERLAY)
+ISOLATING_DRIVERS = frozenset({"docker", "container", "exec"})
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def valid_network_name(name: str) -> bool:
+    return bool(_NAME.match(name))
+
+
+def group_network(group: TaskGroup) -> tuple[str, str]:
+    """(mode, overlay network) an allocation of ``group`` gets. A group that names no mode is
+    bridged when it runs container or exec tasks (they have namespaces to join), else on the host.
+    Bridge mode is the default overlay network; overlay mode names one (or the default)."""
+    net = group.networks[0] if group.networks else None
+    mode = net.mode if net is not None and net.mode else (
+        MODE_BRIDGE if any(t.driver in ISOLATING_DRIVERS for t in group.tasks) else MODE_HOST)
+    if mode == MODE_BRIDGE:
+        return mode, DEFAULT_NETWORK
+    if mode == MODE_OVERLAY:
+        return mode, (net.name if net is not None and net.name else DEFAULT_NETWORK)
+    return mode, ""
 
 
 class IpamError(ValueError):
