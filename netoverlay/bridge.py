@@ -127,3 +127,15 @@ def teardown_alloc(ipr: IPRoute, alloc_id: str) -> None:
     """Remove the allocation's veth and namespace (its processes must be gone first)."""
     remove_link(ipr, veth_name(alloc_id))
     netns.remove(netns_name(alloc_id))
+
+
+def remove_leftovers(ipr: IPRoute, alloc_ids: list[str], *, node: bool) -> None:
+    """What a dead agent may have left in this namespace: its allocations' veths and namespaces, and with
+    ``node`` its own default bridge and VXLAN device (a cleanup tool's step, never the agent's)."""
+    for alloc_id in alloc_ids:
+        remove_link(ipr, veth_name(alloc_id))
+        if netns.path_of(netns_name(alloc_id)).exists():
+            netns.remove(netns_name(alloc_id))
+    if node:
+        remove_link(ipr, DEFAULT_BRIDGE)
+        remove_link(ipr, "shoal.vx")

@@ -12,6 +12,7 @@ mount namespaces (an agent started by ``ip netns exec`` runs in its own).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import errno
@@ -128,6 +129,21 @@ def remove(name: str) -> None:
         path.unlink()
 
 
+class Route(IPRoute):
+    """pyroute2's IPRoute on an event loop of its own that understands netlink sockets: the agent runs
+    uvloop, whose transports refuse them ("cannot open a UDP handle, invalid family 16")."""
+
+    def __init__(self, **kwargs: object) -> None:
+        self._own_loop = asyncio.SelectorEventLoop()
+        super().__init__(use_event_loop=self._own_loop, **kwargs)
+
+    def close(self, *args: object, **kwargs: object) -> None:
+        try:
+            super().close(*args, **kwargs)
+        finally:
+            self._own_loop.close()
+
+
 def ipr_in(name_or_path: str | Path) -> IPRoute:
     """A pyroute2 IPRoute whose netlink socket lives in the given namespace."""
     path = Path(name_or_path) if "/" in str(name_or_path) else path_of(str(name_or_path))
@@ -141,7 +157,7 @@ def ipr_in(name_or_path: str | Path) -> IPRoute:
         return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
 
     sock = _in_thread(open_socket)
-    return IPRoute(fileno=sock.detach())
+    return Route(fileno=sock.detach())
 
 
 def write_sysctl(key: str, value: str) -> None:

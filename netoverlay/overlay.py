@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import json
+import os
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
@@ -28,7 +32,15 @@ from shoal.jobs.structs import NODE_DOWN
 from shoal.netoverlay import bridge, netns, nft
 from shoal.netoverlay.firewall import Firewall
 from shoal.netoverlay.ipam import SubnetLayout, pick_address
-from shoal.netoverlay.vxlan import NetworkSetupError, Underlay, VxlanConfig, VxlanDevice, find_underlay
+from shoal.netoverlay.nftrules import PortMapping
+from shoal.netoverlay.vxlan import (
+    VXLAN_OVERHEAD,
+    NetworkSetupError,
+    Underlay,
+    VxlanConfig,
+    VxlanDevice,
+    find_underlay,
+)
 from shoal.netoverlay.vxlan_plan import Peer, wanted
 
 log = structlog.get_logger("shoal.netoverlay")
@@ -36,6 +48,7 @@ log = structlog.get_logger("shoal.netoverlay")
 Call = Callable[[str, dict[str, Any], float], Awaitable[dict[str, Any]]]
 T = TypeVar("T")
 WATCH_WAIT = 30.0
+LOOPBACK_MTU = 1500  # a dev agent's bridge: no encapsulation
 RETRY = 0.5
 
 
@@ -78,14 +91,19 @@ class _Book:
 
 
 class NodeOverlay:
-    def __init__(self, call: Call, node_id: str, underlay_address: str, *, device: str = "shoal.vx"):
+    def __init__(self, call: Call, node_id: str, underlay_address: str, *, state_file: Path | None = None,
+                 device: str = "shoal.vx"):
         self.call = call
         self.node_id = node_id
         self.underlay_address = underlay_address
         self.device_name = device
+        self.state_file = state_file
         self.cidr = ""
         self.vxlan = VxlanConfig(device=device)
         self.firewall: Firewall | None = None
+        self._subnets: dict[str, str] = {}  # network -> this node's lease, as last answered (kept in state_file)
+        self._firewall_ready = asyncio.Event()
+        self._load_state()
         self._exec = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shoal-net")
         self._ipr: IPRoute | None = None
         self._underlay: Underlay | None = None
@@ -97,19 +115,62 @@ class NodeOverlay:
         self._lease_lock = asyncio.Lock()
         self.synced = asyncio.Event()  # the first peer sync after start is done
 
+    @property
+    def single_host(self) -> bool:
+        """A node on loopback (a dev agent) has no peers: no VXLAN device, bridges only."""
+        return ipaddress.IPv4Address(self.underlay_address).is_loopback
+
     # --- the network thread ---
     async def _run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._exec, fn)
 
     def _ip(self) -> IPRoute:
         if self._ipr is None:
-            self._ipr = IPRoute()
+            self._ipr = netns.Route()
         return self._ipr
+
+    # --- what the last leases said (a restarted agent rebuilds its allocations' networks without a server) ---
+    def _load_state(self) -> None:
+        if self.state_file is None or not self.state_file.exists():
+            return
+        try:
+            saved = json.loads(self.state_file.read_text())
+            self._settings(str(saved["cidr"]), int(saved["vni"]), int(saved["port"]))
+            self._subnets = {str(k): str(v) for k, v in saved["subnets"].items()}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring an unreadable overlay state file", path=str(self.state_file), error=str(exc))
+
+    def _save_state(self) -> None:
+        if self.state_file is None:
+            return
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"cidr": self.cidr, "vni": self.vxlan.vni, "port": self.vxlan.port,
+                                   "subnets": self._subnets}))
+        os.replace(tmp, self.state_file)
+
+    def _settings(self, cidr: str, vni: int, port: int) -> None:
+        self.cidr = cidr
+        self.vxlan = VxlanConfig(device=self.device_name, vni=vni, port=port)
+        if self.firewall is None:
+            self.firewall = Firewall(cidr, lambda text: self._run(lambda: nft.load(text)))
+            self._firewall_ready.set()
+
+    async def publish(self, alloc_id: str, ports: list[PortMapping]) -> None:
+        """Publish an allocation's host ports (waits for the cluster's overlay settings, once)."""
+        await self._firewall_ready.wait()
+        assert self.firewall is not None
+        await self.firewall.publish(alloc_id, ports)
+
+    async def unpublish(self, alloc_id: str) -> None:
+        if self.firewall is not None:
+            await self.firewall.unpublish(alloc_id)
 
     # --- lifecycle ---
     async def start(self) -> None:
+        """Lease (or confirm) the default subnet, build the device and bridge, follow the lease table."""
+        self._subnets.pop(DEFAULT_NETWORK, None)  # ask the servers again: the underlay address may have moved
+        self._attachments.pop(DEFAULT_NETWORK, None)
         att = await self.attach(DEFAULT_NETWORK)
-        self.firewall = Firewall(self.cidr, lambda text: self._run(lambda: nft.load(text)))
         log.info("overlay up", node_id=self.node_id, subnet=str(att.layout.subnet), vtep=str(att.layout.vtep),
                  device=self.device_name, vni=self.vxlan.vni, port=self.vxlan.port)
         self._watch = asyncio.get_running_loop().create_task(self._follow_leases(), name="overlay-watch")
@@ -130,11 +191,12 @@ class NodeOverlay:
         self._exec.shutdown(wait=True)
 
     def _remove_all(self) -> None:
+        """The device and every bridge this node had (by name: an earlier agent process may have made them)."""
         ipr = self._ip()
-        if self._device is not None:
-            self._device.remove()
-        for att in self._attachments.values():
-            bridge.remove_link(ipr, att.bridge)
+        for index in ipr.link_lookup(ifname=self.device_name):
+            ipr.link("del", index=index)
+        for network in set(self._subnets) | set(self._attachments) | {DEFAULT_NETWORK}:
+            bridge.remove_link(ipr, bridge.bridge_name(network))
         nft.remove()
 
     def _close_ipr(self) -> None:
@@ -151,10 +213,13 @@ class NodeOverlay:
         async with self._lease_lock:
             if network in self._attachments:
                 return self._attachments[network]
-            resp = await self._lease(network)
-            self.cidr = str(resp["cidr"])
-            self.vxlan = VxlanConfig(device=self.device_name, vni=int(resp["vni"]), port=int(resp["port"]))
-            layout = SubnetLayout.of(str(resp["subnet"]))
+            subnet = self._subnets.get(network)
+            if subnet is None:
+                resp = await self._lease(network)
+                self._settings(str(resp["cidr"]), int(resp["vni"]), int(resp["port"]))
+                subnet = self._subnets[network] = str(resp["subnet"])
+                self._save_state()
+            layout = SubnetLayout.of(subnet)
             att = await self._run(lambda: self._build(network, layout))
             self._attachments[network] = att
             self._books.setdefault(network, _Book())
@@ -171,15 +236,14 @@ class NodeOverlay:
 
     def _build(self, network: str, layout: SubnetLayout) -> Attachment:
         ipr = self._ip()
-        if self._device is None:
+        if self._underlay is None:
             self._underlay = find_underlay(ipr, self.underlay_address)
             netns.interface_sysctl(self._underlay.ifname, "forwarding", "1")
-        assert self._underlay is not None
-        if network == DEFAULT_NETWORK:
+        if network == DEFAULT_NETWORK and not self.single_host:
             self._device = VxlanDevice(ipr, self.vxlan, self._underlay, str(layout.subnet))
             self._device.ensure()
             netns.interface_sysctl(self.vxlan.device, "forwarding", "1")
-        mtu = self._underlay.mtu - 50
+        mtu = LOOPBACK_MTU if self.single_host else self._underlay.mtu - VXLAN_OVERHEAD
         name = bridge.bridge_name(network)
         bridge.ensure_bridge(ipr, name, layout, mtu)
         return Attachment(network, name, layout, mtu)

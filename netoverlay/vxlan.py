@@ -61,6 +61,15 @@ def find_underlay(ipr: IPRoute, address: str) -> Underlay:
     raise NetworkSetupError(f"no interface of this host has the address {address} (the node's underlay address)")
 
 
+def source_address_to(ipr: IPRoute, destination: str) -> str:
+    """This host's address on the way to ``destination`` (the kernel's route lookup)."""
+    for r in ipr.route("get", dst=destination):
+        src = r.get_attr("RTA_PREFSRC")
+        if src:
+            return str(src)
+    raise NetworkSetupError(f"no route from this host to {destination}: give the agent --network-address")
+
+
 class VxlanDevice:
     def __init__(self, ipr: IPRoute, cfg: VxlanConfig, underlay: Underlay, subnet: str):
         self.ipr = ipr
