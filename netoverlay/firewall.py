@@ -37,15 +37,26 @@ class Firewall:
         return nftrules.Ruleset(
             overlay_cidr=self.overlay_cidr,
             local_subnets=self._local,
-            ports=[p for ports in self._ports.values() for p in ports],
+            ports=self._winning_ports(),
             networks=[nftrules.NetworkSubnets(n, subs) for n, subs in sorted(self._networks.items())],
         )
+
+    def _winning_ports(self) -> list[nftrules.PortMapping]:
+        """One mapping per host port and protocol: the allocation that published it last. The scheduler
+        frees a stopping allocation's ports at once, so its successor may publish one before the old
+        allocation's tasks are gone; traffic must go to the new one."""
+        won: dict[tuple[int, str], nftrules.PortMapping] = {}
+        for ports in self._ports.values():  # in publishing order
+            for p in ports:
+                won[(p.host_port, p.proto)] = p
+        return list(won.values())
 
     def render(self) -> str:
         return nftrules.render(self.ruleset())
 
     # --- changes; each returns once the table that includes it is loaded ---
     async def publish(self, alloc_id: str, ports: list[nftrules.PortMapping]) -> None:
+        self._ports.pop(alloc_id, None)  # re-published: it is the latest publisher again
         self._ports[alloc_id] = list(ports)
         await self._changed()
 

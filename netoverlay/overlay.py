@@ -71,9 +71,11 @@ class Attachment:
 
 
 def peers_from(leases: list[Lease], node_status: dict[str, str]) -> list[Peer]:
-    """Every lease of a node that exists and is not down (its host may be gone: route nothing to it)."""
-    return [Peer(le.node_id, le.underlay, le.subnet) for le in leases
-            if le.node_id in node_status and node_status[le.node_id] != NODE_DOWN]
+    """Every lease of a node that exists, is not down (its host may be gone: route nothing to it) and
+    has its default lease (its VTEP: every subnet of the node is routed through it)."""
+    vteps = {le.node_id: le.subnet for le in leases if le.network == DEFAULT_NETWORK}
+    return [Peer(le.node_id, le.underlay, le.subnet, vteps[le.node_id]) for le in leases
+            if le.node_id in vteps and node_status.get(le.node_id, NODE_DOWN) != NODE_DOWN]
 
 
 def network_sets(leases: list[Lease]) -> dict[str, tuple[str, ...]]:

@@ -1,6 +1,8 @@
 """What a node's VXLAN device must know of its peers: flannel's "vxlan" backend, as data.
 
-For every other node with a subnet lease, three static entries (learning is off):
+For every other node with a subnet lease, three static entries (learning is off); a node has one
+VTEP (its device, at the first address of its default network's subnet) and its other networks'
+subnets are routed through it:
 
 - neighbour: the peer's VTEP address -> the peer's VTEP MAC, on our VXLAN device (no ARP
   crosses the overlay);
@@ -33,7 +35,8 @@ class Peer:
 
     node_id: str
     underlay: str  # the peer host's address that VXLAN UDP is sent to
-    subnet: str  # its leased CIDR
+    subnet: str  # one of its leased CIDRs
+    vtep_subnet: str = ""  # the lease whose first address is its VTEP (its default network's); "": subnet
 
 
 @dataclass(slots=True, frozen=True, order=True)
@@ -71,12 +74,11 @@ def wanted(self_node: str, self_underlay: str, peers: Iterable[Peer]) -> PeerEnt
     for p in sorted(peers, key=lambda p: p.node_id):
         if p.node_id == self_node or not p.subnet or not p.underlay or p.underlay == self_underlay:
             continue
-        layout = SubnetLayout.of(p.subnet)
-        vtep = str(layout.vtep)
+        vtep = str(SubnetLayout.of(p.vtep_subnet or p.subnet).vtep)
         mac = vtep_mac(vtep)
         out.neighs.add(Neigh(vtep, mac))
         out.fdbs.add(Fdb(mac, p.underlay))
-        out.routes.add(Route(str(layout.subnet), vtep))
+        out.routes.add(Route(str(SubnetLayout.of(p.subnet).subnet), vtep))
     return out
 
 
