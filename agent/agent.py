@@ -20,6 +20,7 @@ from shoal.agent.allocstate import load_state
 from shoal.agent.drivers.base import Driver, DriverError, TaskHandle
 from shoal.agent.drivers.registry import build_drivers
 from shoal.agent.execsession import ExecManager
+from shoal.agent.hooks.network import Networking
 from shoal.agent.fingerprint import fingerprint
 from shoal.agent.imagemgr import ImageManager
 from shoal.agent.imagestore import ImageStore
@@ -31,6 +32,9 @@ from shoal.config import ClientConfig
 from shoal.errors import InvalidRequest, NotFound, ShoalError
 from shoal.jobs.model import Job
 from shoal.jobs.structs import ALLOC_COMPLETE, CLIENT_TERMINAL, DESIRED_RUN, TASK_DEAD, AllocUpdate, Allocation, Node, NodeResources
+from shoal.netoverlay.netns import Route
+from shoal.netoverlay.overlay import NodeOverlay
+from shoal.netoverlay.vxlan import NetworkSetupError, source_address_to
 from shoal.rpc.transport import RpcClient, RpcServer
 
 log = structlog.get_logger("shoal.agent")
@@ -59,6 +63,8 @@ class Agent:
         self.execs = ExecManager()
         self.image_manager: ImageManager | None = None  # set by start
         self._gc_wanted = False
+        self.overlay: NodeOverlay | None = None  # set by start, with networking
+        self.networking: Networking | None = None
 
     # --- lifecycle ---
     async def start(self) -> None:
@@ -75,6 +81,10 @@ class Agent:
             self.image_manager, raw_exec_enabled=self.cfg.raw_exec, runc_root=self.cfg.runc_root,
             state_dir=data / "containers", allowed_volumes=list(self.cfg.allowed_volumes),
         )
+        node_id = self._node_id()
+        underlay = self._network_address()
+        self.overlay = NodeOverlay(self._call, node_id, underlay, state_file=data / "overlay.json")
+        self.networking = Networking(self.overlay, underlay)
         self._restore()
         self.rpc.stream("Agent.Logs", self.logs)
         self.rpc.unary("Agent.AllocRestart", self.alloc_restart)
@@ -90,6 +100,7 @@ class Agent:
             loop.create_task(self._run_forever(self._watch), name="agent-watch"),
             loop.create_task(self._run_forever(self._report), name="agent-report"),
             loop.create_task(self._run_forever(self._housekeeping), name="agent-housekeeping"),
+            loop.create_task(self._join_overlay(), name="agent-overlay"),
         ]
         log.info("agent started", node_id=self.node.id, name=self.node.name, drivers=sorted(self.node.drivers))
 
@@ -104,17 +115,45 @@ class Agent:
         else:
             # The tasks keep running; a restarted agent re-attaches to them from the state files.
             await asyncio.gather(*(r.detach() for r in self.runners.values()), return_exceptions=True)
+        # Nothing of ours runs any more: leave the overlay (device, bridges, nftables table) behind us.
+        if self.overlay is not None:
+            still_running = [r for r in self.runners.values() if not r.done]
+            await self.overlay.stop(leave=not still_running)
         await self.rpc.stop(grace=0.2)
         for c in self._clients.values():
             await c.close()
 
-    def _fingerprint(self, address: str) -> Node:
+    def _node_id(self) -> str:
         id_file = self.cfg.data_dir / "node-id"
         if id_file.exists():
-            node_id = id_file.read_text().strip()
-        else:
-            node_id = str(uuid.uuid4())
-            id_file.write_text(node_id + "\n")
+            return id_file.read_text().strip()
+        node_id = str(uuid.uuid4())
+        id_file.write_text(node_id + "\n")
+        return node_id
+
+    def _network_address(self) -> str:
+        """The address other hosts reach this one at: --network-address, else the --client-bind host,
+        else (a wildcard bind) the source address towards the first server."""
+        if self.cfg.network_address:
+            return self.cfg.network_address
+        host = self.cfg.rpc_bind.rsplit(":", 1)[0]
+        if host not in ("", "0.0.0.0"):
+            return host
+        server = self.cfg.servers[0].rsplit(":", 1)[0]
+        with Route() as ipr:
+            return source_address_to(ipr, server)
+
+    async def _join_overlay(self) -> None:
+        """Once registered: lease the node's subnet, build the device, follow the other nodes."""
+        await self.ready.wait()
+        assert self.overlay is not None
+        try:
+            await self.overlay.start()
+        except NetworkSetupError as exc:
+            log.error("joining the overlay failed: allocations on it cannot start here", error=str(exc))
+
+    def _fingerprint(self, address: str) -> Node:
+        node_id = self._node_id()
         driver_attrs: dict[str, str] = {}
         names = []
         for name, drv in self.drivers.items():
@@ -124,6 +163,8 @@ class Agent:
                 names.append(name)
         res, attrs = fingerprint(self.cfg.data_dir, driver_attrs)
         attrs["driver.available"] = ",".join(sorted(names))
+        if self.networking is not None:
+            attrs["unique.network.ip-address"] = self.networking.host_ip
         return Node(
             id=node_id,
             name=self.cfg.node_name or socket.gethostname(),
@@ -220,7 +261,8 @@ class Agent:
             try:
                 alloc = codec.from_plain(Allocation, state["alloc"])
                 job = codec.from_plain(Job, state["job"])
-                runner = AllocRunner(alloc, job, self.drivers, allocs_dir, self._mark_dirty, restored=state)
+                runner = AllocRunner(alloc, job, self.drivers, allocs_dir, self._mark_dirty, restored=state,
+                                     networking=self.networking)
             except Exception as exc:
                 log.warning("cannot restore an allocation; leaving it", alloc_dir=str(d), error=str(exc))
                 continue
@@ -274,7 +316,8 @@ class Agent:
             if job is None:
                 log.warning("allocation without its job; skipping", alloc_id=alloc.id)
                 continue
-            runner = AllocRunner(alloc, job, self.drivers, self.cfg.data_dir / "allocs", self._mark_dirty)
+            runner = AllocRunner(alloc, job, self.drivers, self.cfg.data_dir / "allocs", self._mark_dirty,
+                                 networking=self.networking)
             self._launch(runner)
             log.info("allocation started", alloc_id=alloc.id, name=alloc.name)
 

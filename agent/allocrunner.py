@@ -5,7 +5,7 @@ directory, its logs, its checks; later its network, services, volumes) are
 hooks (hooks/base.py gives the order and the rules), and what it does itself
 is the task lifecycle (Nomad's task lifecycle hooks)::
 
-    prerun hooks        (alloc_dir, checks); a failure fails the allocation, no task starts
+    prerun hooks        (alloc_dir, network, checks); a failure fails the allocation, no task starts
     prestart tasks      ephemeral ones must complete successfully; sidecars must be running
     main tasks          (no lifecycle block) start together
     poststart tasks     once every main task runs
@@ -43,6 +43,7 @@ from shoal.agent.hooks.allocdir import AllocDirHook, TaskDirHook
 from shoal.agent.hooks.base import AllocHooks, HookError
 from shoal.agent.hooks.checks import ChecksHook
 from shoal.agent.hooks.logs import LogsHook
+from shoal.agent.hooks.network import Networking, NetworkHook, NetworkTaskHook
 from shoal.agent.taskrunner import TaskRunner
 from shoal.jobs.model import Job
 from shoal.jobs.structs import (
@@ -52,6 +53,7 @@ from shoal.jobs.structs import (
     ALLOC_RUNNING,
     TASK_DEAD,
     TASK_RUNNING,
+    AllocNetworkStatus,
     AllocUpdate,
     Allocation,
 )
@@ -70,6 +72,7 @@ class AllocRunner:
         allocs_dir: Path,
         on_update: Callable[[AllocUpdate], None],
         restored: dict[str, Any] | None = None,
+        networking: Networking | None = None,
     ):
         self.alloc = alloc
         self.job = job
@@ -80,18 +83,23 @@ class AllocRunner:
             raise ValueError(f"job {job.id} version {job.version} has no group {alloc.task_group!r}")
         self.group = group
         saved_tasks = (restored or {}).get("tasks") or {}
+        saved_net = (restored or {}).get("network")
+        self._network = NetworkHook(alloc, group, networking,
+                                    codec.from_plain(AllocNetworkStatus, saved_net) if saved_net else None,
+                                    self._changed)
         self.tasks: list[TaskRunner] = []
         self._logs: list[LogsHook] = []
         for t in group.tasks:
             driver = driver_for(drivers, t.driver)
             logs = LogsHook(self.dir, t)
             self._logs.append(logs)
+            net = NetworkTaskHook(self._network, joins=driver.capabilities.net_isolation)
             self.tasks.append(TaskRunner(alloc, job, group, t, driver, self.dir, self._changed,
-                                         hooks=[TaskDirHook(driver.capabilities.fs_isolation), logs],
+                                         hooks=[TaskDirHook(driver.capabilities.fs_isolation), logs, net],
                                          restored=saved_tasks.get(t.name)))
         self.by_name = {tr.task.name: tr for tr in self.tasks}
         self._checks = ChecksHook(alloc, group, self.tasks, self._changed)
-        self.hooks = AllocHooks([AllocDirHook(self.dir), self._checks], alloc.id)
+        self.hooks = AllocHooks([AllocDirHook(self.dir), self._network, self._checks], alloc.id)
         self.state_file = StateFile(self.dir, self.snapshot, alloc.id)
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -179,6 +187,11 @@ class AllocRunner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*(runs[tr.task.name] for tr in poststop),
                                                       return_exceptions=True), POSTSTOP_TIMEOUT)
+        # A restored task the allocation stopped before its phase came may still run (an earlier agent
+        # started it): re-attach to it so that it is stopped and destroyed, not left behind.
+        leftover = [tr for tr in self.tasks if tr.task.name not in runs and tr.may_be_running]
+        launch(leftover)
+        await asyncio.gather(*(runs[tr.task.name] for tr in leftover), return_exceptions=True)
         # tasks never launched (the allocation stopped or failed first) are dead without running
         for tr in self.tasks:
             if tr.task.name not in runs:
@@ -208,7 +221,7 @@ class AllocRunner:
         healthy, checks = self.health()
         self.on_update(AllocUpdate(id=self.alloc.id, client_status=status, client_description=desc,
                                    task_states={tr.task.name: tr.state for tr in self.tasks},
-                                   healthy=healthy, checks=checks))
+                                   healthy=healthy, checks=checks, network_status=self._network.status))
         self.state_file.schedule()
 
     def snapshot(self) -> dict[str, Any]:
@@ -216,6 +229,7 @@ class AllocRunner:
             "alloc": codec.to_plain(self.alloc),
             "job": codec.to_plain(self.job),
             "tasks": {tr.task.name: tr.snapshot() for tr in self.tasks},
+            "network": codec.to_plain(self._network.status) if self._network.status is not None else None,
             "saved_at": time.time(),
         }
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.agent import names
-from shoal.agent.drivers.base import DriverError
+from shoal.agent.drivers.base import HOST_NETNS, DriverError
 from shoal.agent.imagetypes import DEFAULT_PATH_ENV, ImageConfig
 from shoal.jobs.model import Resources
 
@@ -227,6 +227,7 @@ def build_spec(
     mounts: Sequence[dict[str, Any]] = (),
     cap_drop: Sequence[str] = (),
     cpu_hard_limit_mhz_per_core: int = 0,
+    netns: str = "",
 ) -> dict[str, Any]:
     """The complete config.json for one container. ``mounts`` come after the defaults."""
     drop = {c.upper() if c.upper().startswith("CAP_") else "CAP_" + c.upper() for c in cap_drop}
@@ -253,11 +254,21 @@ def build_spec(
             "cgroupsPath": names.cgroup_path(container_id),
             "resources": linux_resources(resources, pids_limit, swap_limit=swap_limit,
                                          cpu_hard_limit_mhz_per_core=cpu_hard_limit_mhz_per_core),
-            "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
+            "namespaces": namespaces(netns),
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
         },
     }
+
+
+def namespaces(netns: str) -> list[dict[str, str]]:
+    """The container's namespaces: a network one of its own (""), the host's (HOST_NETNS), or the one at a path."""
+    out = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+    if netns == "":
+        out.append({"type": "network"})
+    elif netns != HOST_NETNS:
+        out.append({"type": "network", "path": netns})
+    return out
 
 
 def bind_mount(source: str | Path, destination: str, *, readonly: bool = False) -> dict[str, Any]:

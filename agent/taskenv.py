@@ -1,7 +1,7 @@
 """A task's runtime environment: Nomad's NOMAD_* variables, each with its SHOAL_* twin.
 
 The task runner starts a spec's env with ``task_env``; task hooks add theirs
-(the directories: hooks/allocdir.py); the task's own ``env`` block comes last and wins.
+(the directories: hooks/allocdir.py; the ports: hooks/network.py); the task's own ``env`` block comes last and wins.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ def runtime_env(values: dict[str, str]) -> dict[str, str]:
 
 
 def task_env(alloc: Allocation, job: Job, group: TaskGroup, task: Task) -> dict[str, str]:
-    """The allocation's and task's identity, its limits and its ports."""
+    """The allocation's and task's identity and its limits (its ports: hooks/network.py)."""
     values = {
         "ALLOC_ID": alloc.id,
         "ALLOC_NAME": alloc.name,
@@ -29,9 +29,4 @@ def task_env(alloc: Allocation, job: Job, group: TaskGroup, task: Task) -> dict[
         "CPU_LIMIT": str(task.resources.cpu),
         "MEMORY_LIMIT": str(task.resources.memory),
     }
-    for p in alloc.ports:
-        inside = p.to or p.value
-        values[f"PORT_{p.label}"] = str(inside)
-        values[f"HOST_PORT_{p.label}"] = str(p.value)
-        values[f"ADDR_{p.label}"] = f"127.0.0.1:{inside}"
     return runtime_env(values)

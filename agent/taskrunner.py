@@ -210,6 +210,11 @@ class TaskRunner:
         self._event("Setup Failure", message)
         self._finish(failed=True)
 
+    @property
+    def may_be_running(self) -> bool:
+        """An earlier agent process ran this task and it has not finished: its process may still run."""
+        return self._restored and not self.finished
+
     def skip(self) -> None:
         """The allocation ended before this task's phase came: it is dead without having run."""
         if not self.finished:

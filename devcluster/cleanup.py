@@ -18,6 +18,8 @@ from typing import Any
 
 from shoal.agent.allocstate import load_state
 from shoal.agent.names import container_id
+from shoal.netoverlay.bridge import remove_leftovers
+from shoal.netoverlay.netns import Route
 from shoal.devcluster.hosts import NETNS_DIR
 
 
@@ -153,6 +155,10 @@ def remove_shoal_cgroups(container_ids: Iterable[str]) -> None:
                     d.rmdir()
 
 
+def _alloc_ids(root: Path) -> set[str]:
+    return {d.name for allocs in root.glob("*/data/client/allocs") for d in allocs.iterdir() if d.is_dir()}
+
+
 def _alloc_container_ids(root: Path) -> set[str]:
     """Container ids the allocations under ``root`` may have used: one per task of each state file."""
     ids = set()
@@ -178,6 +184,9 @@ def sweep(root: Path | None, netns: list[str], bridge: str, veths: list[str]) ->
         remove_shoal_cgroups(cids)
     from pyroute2 import IPRoute, netns as pnetns
 
+    if root is not None and root.exists():
+        with Route() as ip:  # allocations' namespaces (their veths went with the hosts' namespaces)
+            remove_leftovers(ip, sorted(_alloc_ids(root)), node=False)
     for ns in netns:
         if (NETNS_DIR / ns).exists():
             with contextlib.suppress(Exception):

@@ -141,7 +141,7 @@ class _Decoder:
         if disk:
             g.ephemeral_disk = self.ephemeral_disk(*disk)
         g.services = [self.service(s, p, f"{job.name}-{g.name}") for s, p in b.blocks("service")]
-        mode = g.networks[0].mode if g.networks else "host"
+        mode = g.networks[0].mode if g.networks else ""
         effective = g.restart or default_restart(job.type)
         g.tasks = [self.task(t, p, job, g, effective, mode) for t, p in b.blocks("task")]
         b.finish()
@@ -210,6 +210,7 @@ class _Decoder:
         b = _Body(self, blk, path)
         n = Network()
         n.mode = b.get("mode", to_str, n.mode)
+        n.name = b.get("name", to_str, n.name)
         for pblk, ppath in b.blocks("port"):
             pb = _Body(self, pblk, ppath)
             port = Port(label=self.label(pblk))

@@ -56,8 +56,9 @@ class Port:
 
 @dataclass(slots=True)
 class Network:
-    mode: str = "host"
+    mode: str = ""  # host | bridge | none | overlay; "": bridge for container and exec tasks, else host
     ports: list[Port] = field(default_factory=list)
+    name: str = ""  # overlay mode: the named overlay network ("": the cluster's default one)
 
 
 @dataclass(slots=True)

@@ -58,7 +58,7 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "resources": ("cpu", "memory", "memory_max"),
     "restart": ("attempts", "interval", "delay", "mode"),
     "reschedule": ("attempts", "interval", "delay", "delay_function", "max_delay", "unlimited"),
-    "network": ("mode",),
+    "network": ("mode", "name"),
     "port": ("static", "to"),
     "service": ("name", "port", "tags", "provider"),
     "check": ("name", "type", "port", "path", "command", "args", "interval", "timeout", "task"),

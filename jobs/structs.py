@@ -47,6 +47,29 @@ class AllocatedPort:
 
 
 @dataclass(slots=True)
+class AllocNetworkStatus:
+    """Where an allocation is reachable, as its agent set it up (Nomad's AllocNetworkStatus)."""
+
+    mode: str = ""  # bridge | overlay | host | none
+    network: str = ""  # the overlay network ("default" for bridge mode)
+    address: str = ""  # the allocation's own address ("" in host and none modes)
+    interface: str = ""  # its interface inside the allocation's namespace
+
+
+@dataclass(slots=True)
+class SubnetLease:
+    """A node's subnet on an overlay network (flannel's lease), kept by the servers. Held until
+    the node is purged: an agent restarted on the same node gets the same subnet back."""
+
+    network: str = "default"
+    node_id: str = ""
+    subnet: str = ""  # CIDR
+    underlay: str = ""  # the node's address that other nodes send its VXLAN traffic to
+    create_index: int = 0
+    modify_index: int = 0
+
+
+@dataclass(slots=True)
 class RescheduleEvent:
     """One reschedule of a failed allocation (Nomad's RescheduleEvent); the list is
     carried from an allocation to its replacement so attempts add up."""
@@ -122,6 +145,7 @@ class Allocation:
     checks: dict[str, str] = field(default_factory=dict)  # "service.check" -> passing | warning | critical
     previous_allocation: str = ""
     ports: list[AllocatedPort] = field(default_factory=list)  # host ports assigned at placement
+    network_status: AllocNetworkStatus | None = None  # set by the agent once the network is up
     reschedule_events: list[RescheduleEvent] = field(default_factory=list)
     followup_eval_id: str = ""  # the delayed evaluation that will reschedule this failed allocation
     preempted_by_allocation: str = ""  # set on an allocation evicted to make room for another
@@ -146,6 +170,7 @@ class AllocUpdate:
     task_states: dict[str, TaskState] = field(default_factory=dict)
     healthy: bool | None = None
     checks: dict[str, str] = field(default_factory=dict)
+    network_status: AllocNetworkStatus | None = None
 
 
 @dataclass(slots=True)

@@ -81,12 +81,12 @@ DOCKER_UNSUPPORTED: dict[str, str] = {
 NETWORK_MODES_OK = ("bridge", "default", "none")
 
 # Options shoal cannot honour but a task runs fine without: accepted with a warning each.
-_PORTS = ("containers have their own network namespace: ports are not published on the host "
-          "(service checks reach them inside it)")
+_PORTS = ("every port of the group's network block is published, whether the task lists it or not "
+          "(bridge and overlay modes: host port -> the allocation's address; host mode: the task binds it)")
 _DOCKER_WARN = {
     "ports": _PORTS,
     "auth_soft_fail": "a failed registry login fails the pull",
-    "network_mode": "containers get their own network namespace",
+    "network_mode": "the group's network { mode = ... } decides the container's network",
     "network_aliases": _NETWORK,
     "ipv4_address": _NETWORK,
     "ipv6_address": _NETWORK,
@@ -144,7 +144,7 @@ def check_config(driver: str, config: dict[str, Any]) -> list[ConfigFinding]:
             continue
         if key == "network_mode" and driver in ("docker", "container") and value not in NETWORK_MODES_OK:
             out.append(ConfigFinding(key, f"not supported by the {driver} driver: network_mode = {_show(value)}; "
-                                          "containers get their own network namespace; " + _NETWORK))
+                                          "set the group's network { mode = ... } instead; " + _NETWORK))
             continue
         harmless = HARMLESS.get(driver, {}).get(key)
         if harmless:

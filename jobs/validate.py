@@ -30,11 +30,11 @@ from shoal.jobs.model import (
     Task,
     TaskGroup,
 )
+from shoal.jobs.network import MODE_OVERLAY, NETWORK_MODES, valid_network_name
 from shoal.jobs.paths import FieldPath, Seg, SourceMap, child, render
 from shoal.jobs.taskconfig import check_config
 
 MAX_ID = 128
-NETWORK_MODES = ("host", "bridge", "none")
 LIFECYCLE_HOOKS = ("prestart", "poststart", "poststop")
 CHECK_TYPES = ("tcp", "http", "script")
 DELAY_FUNCTIONS = ("constant", "exponential", "fibonacci")
@@ -188,9 +188,14 @@ class _Validator:
         seen: dict[str, int] = {}
         for n in g.networks:
             npath = child(path, "network")
-            if n.mode not in NETWORK_MODES:
+            if n.mode and n.mode not in NETWORK_MODES:
                 why = "CNI networks are not supported" if n.mode.startswith("cni/") else "unknown network mode"
                 self.bad(child(npath, "mode"), f"{why} {_text(n.mode)}; use one of {', '.join(NETWORK_MODES)}")
+            if n.name and n.mode != MODE_OVERLAY:
+                self.bad(child(npath, "name"), f'name {_text(n.name)} names an overlay network: it needs mode = "overlay"')
+            elif n.name and not valid_network_name(n.name):
+                self.bad(child(npath, "name"), f"overlay network name {_text(n.name)}: letters, digits, '.', '_' and "
+                                               "'-' only (at most 64, starting with a letter or digit)")
             for p in n.ports:
                 ppath = child(npath, "port", p.label)
                 n_seen = seen.get(p.label, 0)

@@ -17,7 +17,8 @@ import structlog
 
 from shoal import codec
 from shoal.jobs.model import Job
-from shoal.jobs.structs import ALLOC_PENDING, NODE_READY, Allocation, Evaluation
+from shoal.jobs.network import IpamError, OverlayConfig, lease_subnet
+from shoal.jobs.structs import ALLOC_PENDING, NODE_READY, Allocation, Evaluation, SubnetLease
 from shoal.raft import ops
 from shoal.raft.state import StateSnapshot, StateStore
 
@@ -85,6 +86,8 @@ class FSM:
             ops.ALLOC_CLIENT_UPDATE: self._alloc_client_update,
             ops.SERVER_UPSERT: self._server_upsert,
             ops.SERVER_REMOVE: self._server_remove,
+            ops.NETWORK_LEASE: self._network_lease,
+            ops.NODE_PURGE: self._node_purge,
         }
 
     # --- entry point ---
@@ -308,6 +311,7 @@ class FSM:
                 task_states=up.task_states,
                 healthy=up.healthy,
                 checks=up.checks,
+                network_status=up.network_status or old.network_status,
                 modify_index=index,
                 modify_time=p.now,
             )
@@ -315,6 +319,39 @@ class FSM:
             changes.append(Change(index, "Allocation", "AllocationUpdated", alloc.id, alloc))
         self._put_evals(p.evals, index, changes)
         return ApplyResult(index, {"updated": len(p.updates) - ignored, "ignored": ignored}, changes=changes)
+
+    def _node_purge(self, p: ops.NodePurge, index: int) -> ApplyResult:
+        s = self.store
+        if s.get_node(p.node_id) is None:
+            return ApplyResult(index, error=f"node {p.node_id!r} not found")
+        leases = [le for le in s.t.leases.values() if le.node_id == p.node_id]
+        s.delete_node(p.node_id)
+        changes = [Change(index, "Node", "NodeDeregistered", p.node_id, None)]
+        changes += [Change(index, "Network", "LeaseReleased", f"{le.network}/{le.node_id}", None) for le in leases]
+        self._put_evals(p.evals, index, changes)
+        return ApplyResult(index, {"released": [le.subnet for le in leases]}, changes=changes)
+
+    def _network_lease(self, p: ops.NetworkLease, index: int) -> ApplyResult:
+        s = self.store
+        if s.get_node(p.node_id) is None:
+            return ApplyResult(index, error=f"node {p.node_id!r} is not registered")
+        old = s.get_lease(p.network, p.node_id)
+        if old is not None and old.underlay == p.underlay:
+            return ApplyResult(index, {"subnet": old.subnet, "created": False})
+        if old is not None:
+            lease = dataclasses.replace(old, underlay=p.underlay, modify_index=index)
+        else:
+            try:
+                subnet = lease_subnet(OverlayConfig(p.cidr, p.subnet_prefix), s.subnets_leased())
+            except IpamError as exc:
+                return ApplyResult(index, error=str(exc))
+            if subnet is None:
+                return ApplyResult(index, error=f"overlay {p.cidr} has no free /{p.subnet_prefix} subnet left")
+            lease = SubnetLease(network=p.network, node_id=p.node_id, subnet=subnet, underlay=p.underlay,
+                                create_index=index, modify_index=index)
+        s.put_lease(lease)
+        change = Change(index, "Network", "LeaseUpdated", f"{lease.network}/{lease.node_id}", lease)
+        return ApplyResult(index, {"subnet": lease.subnet, "created": old is None}, changes=[change])
 
     def _server_upsert(self, p: ops.ServerUpsert, index: int) -> ApplyResult:
         m = p.member

@@ -21,6 +21,8 @@ PLAN_APPLY = "plan.apply"
 ALLOC_CLIENT_UPDATE = "alloc.client_update"
 SERVER_UPSERT = "server.upsert"
 SERVER_REMOVE = "server.remove"
+NETWORK_LEASE = "network.lease"
+NODE_PURGE = "node.purge"
 NOOP = "noop"
 BATCH = "batch"  # several commands committed as one Raft entry (group commit)
 
@@ -118,6 +120,27 @@ class ServerRemove:
     raft: str = ""
 
 
+@dataclass(slots=True)
+class NetworkLease:
+    """Lease ``node_id`` a subnet of ``network`` (or keep the one it holds, with its new underlay
+    address). The FSM picks the subnet from ``cidr`` itself, so concurrent leases never collide."""
+
+    network: str = "default"
+    node_id: str = ""
+    underlay: str = ""
+    cidr: str = ""
+    subnet_prefix: int = 24
+
+
+@dataclass(slots=True)
+class NodePurge:
+    """Forget a node: its record and its subnet leases; ``evals`` replace its allocations."""
+
+    node_id: str = ""
+    evals: list[Evaluation] = field(default_factory=list)
+    now: float = 0.0
+
+
 PAYLOADS: dict[str, type] = {
     SERVER_UPSERT: ServerUpsert,
     SERVER_REMOVE: ServerRemove,
@@ -129,4 +152,6 @@ PAYLOADS: dict[str, type] = {
     EVAL_UPSERT: EvalUpsert,
     PLAN_APPLY: PlanApply,
     ALLOC_CLIENT_UPDATE: AllocClientUpdate,
+    NETWORK_LEASE: NetworkLease,
+    NODE_PURGE: NodePurge,
 }

@@ -19,7 +19,7 @@ from typing import Any
 from immutables import Map
 
 from shoal.jobs.model import Job
-from shoal.jobs.structs import Allocation, Evaluation, Node, ServerMember
+from shoal.jobs.structs import Allocation, Evaluation, Node, ServerMember, SubnetLease
 
 JobKey = tuple[str, str]  # (namespace, job id)
 
@@ -34,6 +34,7 @@ class Tables:
     allocs: Map = EMPTY  # id -> Allocation
     nodes: Map = EMPTY  # id -> Node
     servers: Map = EMPTY  # Raft address -> ServerMember
+    leases: Map = EMPTY  # (network, node id) -> SubnetLease
     # secondary indexes: key -> Map of ids (used as a persistent set)
     allocs_by_job: Map = EMPTY
     allocs_by_node: Map = EMPTY
@@ -108,6 +109,14 @@ class StateSnapshot:
         allocs = self._t.allocs
         return [allocs[i] for i in self._t.allocs_by_node.get(node_id, EMPTY)]
 
+    # overlay subnet leases
+    def leases(self, network: str | None = None) -> list[SubnetLease]:
+        return sorted((le for (net, _), le in self._t.leases.items() if network is None or net == network),
+                      key=lambda le: (le.network, le.subnet))
+
+    def lease(self, network: str, node_id: str) -> SubnetLease | None:
+        return self._t.leases.get((network, node_id))
+
     # servers
     def servers(self) -> list[ServerMember]:
         return sorted(self._t.servers.values(), key=lambda m: m.raft)
@@ -164,6 +173,12 @@ class StateStore:
     def get_server(self, raft: str) -> ServerMember | None:
         return self.t.servers.get(raft)
 
+    def get_lease(self, network: str, node_id: str) -> SubnetLease | None:
+        return self.t.leases.get((network, node_id))
+
+    def subnets_leased(self) -> list[str]:
+        return [le.subnet for le in self.t.leases.values()]
+
     # --- writes (FSM only) ---
     def put_job(self, job: Job) -> None:
         t = self.t
@@ -202,6 +217,17 @@ class StateStore:
     def put_node(self, node: Node) -> None:
         self.t.nodes = self.t.nodes.set(node.id, node)
 
+    def delete_node(self, node_id: str) -> None:
+        """Forget a node and its leases (its allocations stay until their evaluations replace them)."""
+        t = self.t
+        if node_id in t.nodes:
+            t.nodes = t.nodes.delete(node_id)
+        for key in [k for k in t.leases.keys() if k[1] == node_id]:
+            t.leases = t.leases.delete(key)
+
+    def put_lease(self, lease: SubnetLease) -> None:
+        self.t.leases = self.t.leases.set((lease.network, lease.node_id), lease)
+
     def put_server(self, member: ServerMember) -> None:
         self.t.servers = self.t.servers.set(member.raft, member)
 
@@ -219,7 +245,7 @@ class StateStore:
 
     # --- snapshot / restore (plain values, through the codec) ---
     TABLE_TYPES = (("job_versions", Job), ("jobs", Job), ("evals", Evaluation), ("allocs", Allocation),
-                   ("nodes", Node), ("servers", ServerMember))
+                   ("nodes", Node), ("servers", ServerMember), ("leases", SubnetLease))
 
     def dump_records(self, snap: StateSnapshot | None = None) -> Iterator[tuple[str, Any]]:
         """The state of ``snap`` (default: now) as a stream of small records: ("meta", {...}), then
@@ -232,7 +258,7 @@ class StateStore:
             for j in vs:
                 yield "job_versions", to_plain(j)
         for name, table in (("jobs", t.jobs), ("evals", t.evals), ("allocs", t.allocs), ("nodes", t.nodes),
-                            ("servers", t.servers)):
+                            ("servers", t.servers), ("leases", t.leases)):
             for rec in table.values():
                 yield name, to_plain(rec)
 
@@ -262,6 +288,8 @@ class StateStore:
                     self.put_node(rec)
                 elif kind == "servers":
                     self.put_server(rec)
+                elif kind == "leases":
+                    self.put_lease(rec)
             self.t.job_versions = Map({k: tuple(v) for k, v in versions.items()})
             self.t.jobs = Map(jobs)
             self.t.table_index = Map(meta.get("table_index", {}))

@@ -32,6 +32,7 @@ from shoal.raft.state import StateSnapshot
 from shoal.rpc.transport import RpcServer
 from shoal.server.dryrun import plan_job
 from shoal.server.heartbeats import node_evals
+from shoal.server.network import NetworkEndpoints, overlay_settings
 from shoal.server.lookup import find_alloc, find_eval, find_job, namespaced
 
 if TYPE_CHECKING:
@@ -110,6 +111,9 @@ class Endpoints:
             "Alloc.Get": self.alloc_get,
             "Server.Members": self.server_members,
         }
+        network = NetworkEndpoints(self, overlay_settings(self.server.cfg))
+        writes.update(network.writes())
+        reads.update(network.reads())
         for name, fn in writes.items():
             rpc.unary(name, self._on_leader(name, fn, stale_ok=False))
         for name, fn in reads.items():
@@ -319,7 +323,9 @@ class Endpoints:
             node_id = resolve_prefix(str(req.get("node_id") or ""), [n.id for n in s.nodes()], "node")
             node = s.node(node_id)
             allocs = [alloc_brief(a) for a in s.allocs_by_node(node_id)]
-            return {"index": s.table_index("Node"), "node": codec.to_plain(node), "allocations": allocs}
+            leases = [codec.to_plain(le) for le in s.leases() if le.node_id == node_id]
+            return {"index": s.table_index("Node"), "node": codec.to_plain(node), "allocations": allocs,
+                    "leases": leases}
 
     async def node_allocations(self, req: dict[str, Any]) -> dict[str, Any]:
         """The agent's watch: its allocations and the job versions they run."""

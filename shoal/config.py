@@ -34,6 +34,11 @@ class ServerConfig:
     # Nomad's scheduler configuration: binpack or spread; service/batch jobs may preempt (system ones always may)
     scheduler_algorithm: str = "binpack"
     preempt_service_batch: bool = False  # the server makes the SchedulerConfig (server/scheduler_config.py)
+    # the overlay, cluster-wide: every node leases a /overlay_subnet_prefix of overlay_cidr
+    overlay_cidr: str = "10.200.0.0/16"
+    overlay_subnet_prefix: int = 24
+    overlay_vni: int = 4200
+    overlay_port: int = 4789
 
 
 @dataclass(slots=True)
@@ -56,3 +61,4 @@ class ClientConfig:
     default_registry: str = "docker.io"  # for image names without a registry; "" = the local store only
     allowed_volumes: list[Path] = field(default_factory=list)  # host dirs tasks may bind-mount (volumes)
     image_gc_delay: float = 180.0  # seconds an unused pulled image is kept
+    network_address: str = ""  # the underlay address other nodes reach this one at ("": the --client-bind host)

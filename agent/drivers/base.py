@@ -22,6 +22,7 @@ from typing import Any
 from shoal.jobs.model import Resources
 
 DEV_NULL = Path("/dev/null")
+HOST_NETNS = "host"
 
 
 @dataclass(slots=True, frozen=True)
@@ -50,6 +51,9 @@ class TaskSpec:
     stdout_path: Path = DEV_NULL
     stderr_path: Path = DEV_NULL
     mounts: list[Mount] = field(default_factory=list)  # honoured by drivers with fs isolation
+    # drivers with net isolation: "" a namespace of its own (loopback only), HOST_NETNS the host's,
+    # else the path of the allocation's namespace (hooks/network.py) to join
+    netns: str = ""
     user: str = ""
     kill_signal: str = "SIGTERM"
     kill_timeout: float = 5.0

@@ -208,6 +208,7 @@ class RuncDriver(Driver):
                 mounts=self._extra_mounts(spec, paths),
                 cap_drop=cap_drop,
                 cpu_hard_limit_mhz_per_core=cpu_info()[1] if spec.config.get("cpu_hard_limit") else 0,
+                netns=spec.netns,
             )
             if paths.bundle.exists():
                 shutil.rmtree(paths.bundle)

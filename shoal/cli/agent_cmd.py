@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import faulthandler
+import ipaddress
 import shutil
 import signal
 import sys
@@ -16,6 +17,7 @@ import structlog
 from shoal.config import DEFAULT_ADDRESS, DEFAULT_RAFT_PORT, ClientConfig, ServerConfig
 from shoal.errors import UsageError
 from shoal.gcpolicy import freeze_long_lived_objects
+from shoal.jobs.network import IpamError, OverlayConfig
 from shoal.log import configure
 
 log = structlog.get_logger("shoal.agent.cmd")
@@ -38,6 +40,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="server: pack allocations onto few nodes (binpack) or spread them over many")
     p.add_argument("--preempt-service-batch", action="store_true",
                    help="server: let service and batch jobs preempt lower-priority allocations (system jobs always may)")
+    p.add_argument("--overlay-cidr", default="10.200.0.0/16",
+                   help="server: the cluster's overlay network; every node leases a subnet of it")
+    p.add_argument("--overlay-subnet-prefix", type=int, default=24, metavar="BITS",
+                   help="server: the size of each node's overlay subnet (default /24)")
+    p.add_argument("--overlay-vni", type=int, default=4200, help="server: the overlay's VXLAN network id")
+    p.add_argument("--overlay-port", type=int, default=4789, help="server: the overlay's VXLAN UDP port")
+    p.add_argument("--network-address", default="", metavar="ADDR",
+                   help="client: this host's address other hosts send overlay traffic to (default: the "
+                        "--client-bind host)")
     p.add_argument("--servers", "-servers", default="", help="comma-separated server API addresses (client)")
     p.add_argument("--client-bind", default="127.0.0.1:0", help="the client's own API address (logs)")
     p.add_argument("--node-name", "-node", default="", help="this node's name (default: hostname)")
@@ -60,9 +71,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_agent)
 
 
+def check_overlay_flags(args: argparse.Namespace) -> None:
+    try:
+        OverlayConfig(args.overlay_cidr, args.overlay_subnet_prefix).check()
+    except IpamError as exc:
+        raise UsageError(f"--overlay-cidr/--overlay-subnet-prefix: {exc}") from None
+    if not 1 <= args.overlay_vni < 1 << 24:
+        raise UsageError(f"--overlay-vni {args.overlay_vni}: a VXLAN network id is 1 to 16777215")
+    if not 1 <= args.overlay_port <= 65535:
+        raise UsageError(f"--overlay-port {args.overlay_port}: not a UDP port")
+    if args.network_address:
+        try:
+            ipaddress.IPv4Address(args.network_address)
+        except ValueError:
+            raise UsageError(f"--network-address {args.network_address!r} is not an IPv4 address") from None
+
+
 def cmd_agent(args: argparse.Namespace) -> int:
     if not (args.dev or args.server or args.client):
         raise UsageError("shoal agent: choose --dev, --server and/or --client")
+    check_overlay_flags(args)
     configure(level=args.log_level, json=args.log_json)
     if args.dev or args.server:
         freeze_long_lived_objects()  # the cluster state must not stall the process in collections
@@ -124,6 +152,10 @@ async def run_agent(args: argparse.Namespace) -> int:
                     heartbeat_ttl=args.heartbeat_ttl,
                     scheduler_algorithm=args.scheduler_algorithm,
                     preempt_service_batch=args.preempt_service_batch,
+                    overlay_cidr=args.overlay_cidr,
+                    overlay_subnet_prefix=args.overlay_subnet_prefix,
+                    overlay_vni=args.overlay_vni,
+                    overlay_port=args.overlay_port,
                     raft_min_timeout=0.4 if args.dev else 1.0,
                     raft_max_timeout=0.8 if args.dev else 1.5,
                 )
@@ -148,6 +180,7 @@ async def run_agent(args: argparse.Namespace) -> int:
                     image_gc_delay=args.image_gc_delay,
                     reserved_cpu=args.reserved_cpu,
                     reserved_memory=args.reserved_memory,
+                    network_address=args.network_address,
                 )
             )
             await client.start()

@@ -86,6 +86,15 @@ async def cmd_status(args: argparse.Namespace) -> int:
             ("Healthy", {True: "true", False: "false"}.get(a.get("healthy"), "")),
         ]
     )
+    net = a.get("network_status") or {}
+    if net or a.get("ports"):
+        out.print("\n[bold]Network:[/]")
+        fields([("Mode", net.get("mode", "")), ("Network", net.get("network", "")),
+                ("Address", net.get("address", ""))])
+        host = (node.get("address") or "").rsplit(":", 1)[0]
+        if a.get("ports"):
+            table(["Label", "Host Address", "To"],
+                  [(p["label"], f'{host}:{p["value"]}', str(p["to"] or p["value"])) for p in a["ports"]])
     if a.get("checks"):
         out.print("\n[bold]Checks:[/]")
         table(["Check", "Status"], sorted(a["checks"].items()))

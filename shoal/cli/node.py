@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 
 from shoal.cli.common import add_address, add_json, add_stale, client
 from shoal.cli.output import fields, out, print_json, short, table
@@ -31,6 +32,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         add_address(q)
         q.set_defaults(func=cmd_drain if verb == "drain" else cmd_eligibility)
 
+    q = nsub.add_parser("purge", help="forget a node: its record and overlay subnets go, its allocations are replaced")
+    q.add_argument("node")
+    add_address(q)
+    q.set_defaults(func=cmd_purge)
+
+
+def vtep_of(subnet: str) -> str:
+    """A node's VTEP address: its subnet's first address (flannel's layout, ``netoverlay.ipam``)."""
+    return str(ipaddress.IPv4Network(subnet).network_address)
+
 
 async def cmd_status(args: argparse.Namespace) -> int:
     async with client(args) as c:
@@ -49,6 +60,10 @@ async def cmd_status(args: argparse.Namespace) -> int:
                     ("CPU", f'{res["cpu"]} MHz ({res["cores"]} cores)'), ("Memory", f'{res["memory"]} MB'),
                 ]
             )
+            if r.get("leases"):
+                out.print("\n[bold]Overlay[/]")
+                table(["Network", "Subnet", "VTEP", "Underlay"],
+                      [(le["network"], le["subnet"], vtep_of(le["subnet"]), le["underlay"]) for le in r["leases"]])
             out.print("\n[bold]Attributes[/]")
             fields(sorted(n["attributes"].items()))
             out.print("\n[bold]Allocations[/]")
@@ -86,4 +101,13 @@ async def cmd_eligibility(args: argparse.Namespace) -> int:
         r = await c.call("Node.UpdateEligibility", {"node_id": args.node, "enable": args.enable})
     out.print(f"Node {short(r['node_id'])} scheduling eligibility: {'eligible' if r['eligible'] else 'ineligible'}",
               markup=False)
+    return 0
+
+
+async def cmd_purge(args: argparse.Namespace) -> int:
+    async with client(args) as c:
+        r = await c.call("Node.Purge", {"node_id": args.node})
+    released = ", ".join(r["released"]) or "none"
+    out.print(f"Node {short(r['node_id'])} purged; overlay subnets released: {released}; "
+              f"{len(r['eval_ids'])} evaluation(s) created", markup=False)
     return 0

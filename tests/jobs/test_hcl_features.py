@@ -493,8 +493,9 @@ def test_docker_ports_and_auth_soft_fail_are_accepted_with_warnings():
     loaded = load_job_text(text, "w.hcl")
     assert loaded.job.groups[0].tasks[0].config == {"image": "redis", "ports": ["db"], "auth_soft_fail": True}
     assert loaded.warnings == [
-        'w.hcl:10: job "w" group "g" task "t" config.ports: ignored: containers have their own network namespace: '
-        "ports are not published on the host (service checks reach them inside it)",
+        'w.hcl:10: job "w" group "g" task "t" config.ports: ignored: every port of the group\'s network block is '
+        "published, whether the task lists it or not (bridge and overlay modes: host port -> the allocation's "
+        "address; host mode: the task binds it)",
         'w.hcl:11: job "w" group "g" task "t" config.auth_soft_fail: ignored: a failed registry login fails the pull',
     ]
 

@@ -208,7 +208,33 @@ def test_kill_signal_must_be_a_signal():
 
 def test_network_mode():
     assert only(group('network {\n mode = "cni/calico"\n }')) == \
-        'job "v" group "g" network.mode: CNI networks are not supported "cni/calico"; use one of host, bridge, none'
+        'job "v" group "g" network.mode: CNI networks are not supported "cni/calico"; use one of host, bridge, none, overlay'
+
+
+def test_overlay_network_names():
+    assert only(group('network {\n mode = "bridge"\n name = "front"\n }')) == \
+        'job "v" group "g" network.name: name "front" names an overlay network: it needs mode = "overlay"'
+    assert only(group('network {\n mode = "overlay"\n name = "front end"\n }')).startswith(
+        'job "v" group "g" network.name: overlay network name "front end": letters, digits')
+    job = load_job_text(group('network {\n mode = "overlay"\n name = "front-end.v1"\n }'), "v.hcl").job
+    assert job.groups[0].networks[0].name == "front-end.v1"
+
+
+def test_groups_without_a_mode_are_bridged_when_their_tasks_can_join_a_namespace():
+    from shoal.jobs.model import Network, Task, TaskGroup
+    from shoal.jobs.network import group_network
+
+    def g(*drivers: str, mode: str = "", name: str = "") -> TaskGroup:
+        return TaskGroup(name="g", tasks=[Task(name=f"t{i}", driver=d) for i, d in enumerate(drivers)],
+                         networks=[Network(mode=mode, name=name)] if mode or name else [])
+
+    assert group_network(g("docker")) == ("bridge", "default")
+    assert group_network(g("raw_exec", "exec")) == ("bridge", "default")
+    assert group_network(g("raw_exec")) == ("host", "")
+    assert group_network(g("docker", mode="host")) == ("host", "")
+    assert group_network(g("docker", mode="none")) == ("none", "")
+    assert group_network(g("docker", mode="overlay")) == ("overlay", "default")
+    assert group_network(g("docker", mode="overlay", name="a")) == ("overlay", "a")
 
 
 def test_jobs_built_in_code_validate_too():

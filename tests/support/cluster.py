@@ -14,7 +14,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shoal.netoverlay import nft
+from shoal.netoverlay.bridge import remove_leftovers
+from shoal.netoverlay.netns import Route
+
 SHOAL = str(Path(sys.executable).parent / "shoal")
+
+# Allocations of agents on this machine's own namespace get addresses from here: a test range, never
+# the 10.x default that may be a real network on the machine (the dev cluster's hosts are namespaces).
+TEST_OVERLAY_CIDR = "198.19.0.0/16"
 
 
 _HANDED_OUT: set[int] = set()
@@ -94,7 +102,7 @@ class DevAgent:
         self.proc = subprocess.Popen(
             [SHOAL, "agent", "--dev", "--bind", self.address, "--raft-bind", f"127.0.0.1:{self.raft_port}",
              "--data-dir", str(self.data_dir), "--image-dir", str(self.image_dir), "--log-json",
-             "--default-registry", "", *extra],  # tests never pull from the internet (only loopback registries)
+             "--default-registry", "", "--overlay-cidr", TEST_OVERLAY_CIDR, *extra],  # tests never pull from the internet
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         wait_for(self._ready, 30, "the dev agent's node to be ready")
@@ -140,6 +148,11 @@ def cleanup_allocs(allocs_dir: Path) -> None:
         target = line.split()[1]
         if target.startswith(str(allocs_dir)):
             subprocess.run(["umount", "-l", target], capture_output=True)
+    # the allocations' network namespaces and veths, the node's bridge and nftables table (an agent
+    # that exited leaving its tasks running kept them for the next agent process)
+    with Route() as ipr:
+        remove_leftovers(ipr, sorted(ids), node=True)
+    nft.remove()
 
 
 @dataclass
@@ -170,7 +183,7 @@ class ServerProc:
             [SHOAL, "agent", "--server", "--data-dir", str(self.root / "data"), "--bind", self.address,
              "--raft-bind", self.raft, "--join", ",".join(j for j in self.join if j != self.address),
              "--bootstrap-expect", str(self.bootstrap_expect), "--node-name", self.root.name, "--log-json",
-             *self.extra],
+             "--overlay-cidr", TEST_OVERLAY_CIDR, *self.extra],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         log.close()
