@@ -26,6 +26,8 @@ EVAL_PENDING, EVAL_COMPLETE, EVAL_FAILED, EVAL_BLOCKED, EVAL_CANCELED = (
 )
 # Task states
 TASK_PENDING, TASK_RUNNING, TASK_DEAD = "pending", "running", "dead"
+# A node's dynamic host ports (inclusive), Nomad's client min_dynamic_port/max_dynamic_port and defaults
+DEFAULT_MIN_DYNAMIC_PORT, DEFAULT_MAX_DYNAMIC_PORT = 20000, 32000
 
 
 @dataclass(slots=True)
@@ -74,6 +76,8 @@ class Node:
     reserved: NodeResources = field(default_factory=NodeResources)
     drivers: list[str] = field(default_factory=list)
     reserved_ports: list[int] = field(default_factory=list)  # host ports no allocation may take
+    min_dynamic_port: int = DEFAULT_MIN_DYNAMIC_PORT  # dynamic ports are picked from min..max (inclusive)
+    max_dynamic_port: int = DEFAULT_MAX_DYNAMIC_PORT
     last_heartbeat: float = 0.0
     create_index: int = 0
     modify_index: int = 0
