@@ -6,7 +6,7 @@ from shoal.jobs.model import Port
 from shoal.jobs.structs import DEFAULT_MAX_DYNAMIC_PORT as MAX_DYNAMIC_PORT
 from shoal.jobs.structs import DEFAULT_MIN_DYNAMIC_PORT as MIN_DYNAMIC_PORT
 from shoal.jobs.structs import AllocatedPort
-from shoal.scheduler import schedule
+from shoal.scheduler import SchedulerConfig, schedule
 from shoal.scheduler.ports import PORT_COLLISION, PORTS_EXHAUSTED, PortAsk, assign_ports, port_exhausted
 from shoal.scheduler.usage import NodeTally, node_fit
 
@@ -261,3 +261,20 @@ def test_no_host_port_is_shared_across_a_range_change(kit):
         state = kit.state([ranged(kit, "n1", 30000, 30001)], [static, other], old, indexed=indexed)
         plan = schedule(state, kit.evaluation(static), now=0.0)
         assert plan.failed_tg_allocs["web"].dimension_exhausted == {PORT_COLLISION: 1}, indexed
+
+
+def test_preempting_a_static_ports_holder_never_leaves_too_few_dynamic_ports(kit):
+    """A placement that would evict the holder of its static port, on a node whose range
+    the evicted allocation does not free, is a placement failure (it once crashed assign_ports)."""
+    low = kit.job("low", kit.group("db"))
+    low.priority = 10
+    holder = kit.alloc(low, "db", 0, "n1")
+    holder.ports = [AllocatedPort("db", 8080, 0)]
+    filler = kit.alloc(low, "db", 1, "n1")
+    filler.ports = [AllocatedPort("x", 21000, 0)]  # the node's only dynamic port
+    high = kit.job("high", kit.group("web", ports=[Port("http", 8080), Port("d")]))
+    high.priority = 90
+    state = kit.state([ranged(kit, "n1", 21000, 21000)], [low, high], [holder, filler])
+    plan = schedule(state, kit.evaluation(high), now=0.0, config=SchedulerConfig(preempt_service=True))
+    assert not placed(plan)
+    assert plan.failed_tg_allocs["web"].dimension_exhausted == {PORT_COLLISION: 1}
