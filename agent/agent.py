@@ -176,6 +176,9 @@ class Agent:
             resources=res,
             reserved=NodeResources(cpu=self.cfg.reserved_cpu, memory=self.cfg.reserved_memory),
             drivers=sorted(names),
+            reserved_ports=list(self.cfg.reserved_ports),
+            min_dynamic_port=self.cfg.min_dynamic_port,
+            max_dynamic_port=self.cfg.max_dynamic_port,
         )
 
     # --- talking to servers ---

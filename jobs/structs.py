@@ -26,6 +26,9 @@ EVAL_PENDING, EVAL_COMPLETE, EVAL_FAILED, EVAL_BLOCKED, EVAL_CANCELED = (
 )
 # Task states
 TASK_PENDING, TASK_RUNNING, TASK_DEAD = "pending", "running", "dead"
+# A node's dynamic host ports (inclusive), Nomad's client min_dynamic_port/max_dynamic_port and defaults
+DEFAULT_MIN_DYNAMIC_PORT, DEFAULT_MAX_DYNAMIC_PORT = 20000, 32000
+LOWEST_DYNAMIC_PORT, HIGHEST_PORT = 1024, 65535  # a dynamic range stays clear of the well-known ports
 
 
 @dataclass(slots=True)
@@ -97,12 +100,49 @@ class Node:
     reserved: NodeResources = field(default_factory=NodeResources)
     drivers: list[str] = field(default_factory=list)
     reserved_ports: list[int] = field(default_factory=list)  # host ports no allocation may take
+    min_dynamic_port: int = DEFAULT_MIN_DYNAMIC_PORT  # dynamic ports are picked from min..max (inclusive)
+    max_dynamic_port: int = DEFAULT_MAX_DYNAMIC_PORT
     last_heartbeat: float = 0.0
     create_index: int = 0
     modify_index: int = 0
 
     def schedulable(self) -> bool:
         return self.status == NODE_READY and self.eligible and not self.drain
+
+
+def dynamic_range_error(
+    low: int, high: int, names: tuple[str, str] = ("min_dynamic_port", "max_dynamic_port")
+) -> str | None:
+    """Why ``low..high`` is not a valid dynamic port range (``LOWEST_DYNAMIC_PORT <= low <= high <=
+    HIGHEST_PORT``), naming the setting by ``names``; None when it is valid."""
+    for name, value in zip(names, (low, high)):
+        if not LOWEST_DYNAMIC_PORT <= value <= HIGHEST_PORT:
+            return f"{name} {value}: must be between {LOWEST_DYNAMIC_PORT} and {HIGHEST_PORT}"
+    if low > high:
+        return f"{names[0]} {low} is above {names[1]} {high}"
+    return None
+
+
+def parse_port_ranges(text: str) -> list[int]:
+    """Nomad's port list syntax, ``"22,80,8000-8100"``: the ports, sorted, each once. ValueError
+    with the offending part when one is not a port (1..65535) or a range ``LOW-HIGH`` with LOW <= HIGH."""
+    ports: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        low_s, dash, high_s = part.partition("-")
+        try:
+            low = int(low_s)
+            high = int(high_s) if dash else low
+        except ValueError:
+            raise ValueError(f"{part!r} is not a port or a range LOW-HIGH") from None
+        if not (0 < low <= HIGHEST_PORT and 0 < high <= HIGHEST_PORT):
+            raise ValueError(f"{part!r}: ports are 1 to {HIGHEST_PORT}")
+        if low > high:
+            raise ValueError(f"{part!r}: the range starts above its end")
+        ports.update(range(low, high + 1))
+    return sorted(ports)
 
 
 @dataclass(slots=True)

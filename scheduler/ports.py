@@ -1,10 +1,13 @@
 """Host ports: the group's ``network { port ... }`` asks, checked and assigned per node.
 
-A static port (``static = 8080``) must be free on the node; a dynamic one is
-picked from 20000..32000 (Nomad's default range), never one another live
-allocation on the node holds, one the node reserves, or one this allocation
-asks statically. The ports end up on the allocation (``Allocation.ports``) and
-in the node's tally, so two allocations on one node never share a host port.
+A static port (``static = 8080``) must be free on the node, wherever it lies
+(inside the node's dynamic range or not); a dynamic one is picked from the
+node's dynamic range (``Node.min_dynamic_port``..``max_dynamic_port``, by
+default Nomad's 20000..32000), never one another live allocation on the node
+holds, one the node reserves, or one this allocation asks statically. The ports
+end up on the allocation (``Allocation.ports``) and in the node's tally, so two
+allocations on one node never share a host port, whatever range the node had
+when each was placed.
 
 Failures are metrics dimensions, in Nomad's words: ``network: port collision``
 (a static port is taken) and ``network: dynamic port selection failed`` (the
@@ -17,14 +20,7 @@ from dataclasses import dataclass
 
 from shoal.jobs.model import TaskGroup
 from shoal.jobs.structs import AllocatedPort
-from shoal.scheduler.usage import (
-    DYNAMIC_PORTS,
-    MAX_DYNAMIC_PORT,
-    MIN_DYNAMIC_PORT,
-    PORT_COLLISION,
-    PORTS_EXHAUSTED,
-    NodeTally,
-)
+from shoal.scheduler.usage import PORT_COLLISION, PORTS_EXHAUSTED, NodeTally
 
 __all__ = ["PORT_COLLISION", "PORTS_EXHAUSTED", "PortAsk", "assign_ports", "port_exhausted"]
 
@@ -36,7 +32,6 @@ class PortAsk:
     static: tuple[tuple[str, int, int], ...]  # (label, host port, to)
     dynamic: tuple[tuple[str, int], ...]  # (label, to)
     static_values: frozenset[int]
-    static_in_range: int  # how many static ports fall in the dynamic range
 
     @classmethod
     def for_group(cls, group: TaskGroup) -> PortAsk | None:
@@ -51,19 +46,26 @@ class PortAsk:
                     dynamic.append((p.label, p.to))
         if not static and not dynamic:
             return None
-        values = frozenset(v for _, v, _ in static)
-        in_range = sum(1 for v in values if MIN_DYNAMIC_PORT <= v <= MAX_DYNAMIC_PORT)
-        return cls(tuple(static), tuple(dynamic), values, in_range)
+        return cls(tuple(static), tuple(dynamic), frozenset(v for _, v, _ in static))
 
 
 def port_exhausted(tally: NodeTally, ask: PortAsk) -> str | None:
-    """None when the node can give ``ask`` its ports; else the dimension that failed."""
-    if ask.static_values and not ask.static_values.isdisjoint(tally.ports):
+    """None when the node can give ``ask`` its ports; else the dimension that failed.
+    Static ports inside the node's dynamic range count against it (taken first)."""
+    static = ask.static_values
+    if static and not static.isdisjoint(tally.ports):
         return PORT_COLLISION
-    if len(ask.static_values) < len(ask.static):
+    if len(static) < len(ask.static):
         return PORT_COLLISION  # the group asks one static port twice
-    if ask.dynamic and DYNAMIC_PORTS - tally.dynamic_used - ask.static_in_range < len(ask.dynamic):
-        return PORTS_EXHAUSTED
+    if ask.dynamic:  # inlined (the rank loop calls this for every node it looks at)
+        low, high = tally.min_dynamic, tally.max_dynamic
+        free = high - low + 1 - tally.dynamic_used
+        if static:
+            for v in static:
+                if low <= v <= high:
+                    free -= 1
+        if free < len(ask.dynamic):
+            return PORTS_EXHAUSTED
     return None
 
 
@@ -76,12 +78,13 @@ def assign_ports(tally: NodeTally, ask: PortAsk) -> list[AllocatedPort]:
     taken = tally.ports
     if ask.dynamic:
         static = ask.static_values
+        low, high = tally.min_dynamic, tally.max_dynamic
         chosen: set[int] = set()
         port = tally.next_dynamic
         for label, to in ask.dynamic:
-            for _ in range(DYNAMIC_PORTS):
-                if port > MAX_DYNAMIC_PORT:
-                    port = MIN_DYNAMIC_PORT
+            for _ in range(high - low + 1):
+                if not low <= port <= high:
+                    port = low
                 if port not in taken and port not in static and port not in chosen:
                     break
                 port += 1
@@ -90,6 +93,6 @@ def assign_ports(tally: NodeTally, ask: PortAsk) -> list[AllocatedPort]:
             out.append(AllocatedPort(label, port, to))
             chosen.add(port)
             port += 1
-        tally.next_dynamic = port if port <= MAX_DYNAMIC_PORT else MIN_DYNAMIC_PORT
+        tally.next_dynamic = port if port <= high else low
     tally.take_ports(p.value for p in out)
     return out

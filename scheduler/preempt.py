@@ -25,7 +25,7 @@ from shoal.jobs.model import Resources
 from shoal.jobs.structs import DESIRED_EVICT, Allocation
 from shoal.scheduler.ports import PortAsk, port_exhausted
 from shoal.scheduler.state import StateReader
-from shoal.scheduler.usage import PORTS_EXHAUSTED, NodeTally
+from shoal.scheduler.usage import NodeTally
 
 PRIORITY_DELTA = 10
 PREEMPTED_DESC = "Preempted by alloc ID {}"
@@ -65,17 +65,16 @@ def preempt_for(
     eligible = [c for c in candidates if job_priority - c.priority >= PRIORITY_DELTA]
     chosen: list[Candidate] = []
     if ports is not None:
-        if port_exhausted(tally, ports) == PORTS_EXHAUSTED:
-            return None  # evicting for dynamic ports is not attempted
         wanted = ports.static_values
         holders = [c for c in candidates if any(p.value in wanted for p in c.alloc.ports)]
         if any(job_priority - c.priority < PRIORITY_DELTA for c in holders):
             return None
-        taken = set(tally.ports)
-        for c in holders:
-            taken.difference_update(p.value for p in c.alloc.ports)
-        if wanted & taken:
-            return None  # held by something that is not an allocation (reserved)
+        after = replace(tally, ports=set(tally.ports))  # the node once the holders are gone
+        after.free_ports([p.value for c in holders for p in c.alloc.ports])
+        if port_exhausted(after, ports) is not None:
+            # a static port held by something that is not an allocation (reserved), or too few
+            # dynamic ports even so: evicting for dynamic ports is not attempted
+            return None
         chosen.extend(holders)
         for c in holders:
             r = c.alloc.resources

@@ -1,7 +1,8 @@
 """What the cluster is using, as this scheduler run's plan changes it.
 
 A :class:`NodeTally` per node holds capacity (resources minus reserved), what
-live allocations use (cpu, memory, disk) and the host ports they hold. Tallies
+live allocations use (cpu, memory, disk), the host ports they hold and the
+node's dynamic port range (``Node.min_dynamic_port``..``max_dynamic_port``). Tallies
 are built lazily, once per run, the first time a node is ranked, and then kept
 current as the plan stops and places allocations: a placement costs O(1),
 never a rescan of the node's allocations.
@@ -30,12 +31,15 @@ from typing import Generic, TypeVar
 from immutables import Map
 
 from shoal.jobs.model import Job, Resources
-from shoal.jobs.structs import CLIENT_TERMINAL, DESIRED_RUN, Allocation, Node
+from shoal.jobs.structs import (
+    CLIENT_TERMINAL,
+    DEFAULT_MAX_DYNAMIC_PORT,
+    DEFAULT_MIN_DYNAMIC_PORT,
+    DESIRED_RUN,
+    Allocation,
+    Node,
+)
 from shoal.scheduler.state import SchedulerState, StateReader
-
-MIN_DYNAMIC_PORT = 20000
-MAX_DYNAMIC_PORT = 32000  # inclusive, as Nomad's default range
-DYNAMIC_PORTS = MAX_DYNAMIC_PORT - MIN_DYNAMIC_PORT + 1
 
 CPU, MEMORY, DISK = "cpu", "memory", "disk"
 PORT_COLLISION = "network: port collision"
@@ -47,10 +51,6 @@ def live(a: Allocation) -> bool:
     return a.desired_status == DESIRED_RUN and a.client_status not in CLIENT_TERMINAL
 
 
-def _dynamic(port: int) -> bool:
-    return MIN_DYNAMIC_PORT <= port <= MAX_DYNAMIC_PORT
-
-
 @dataclass(slots=True)
 class NodeTally:
     cpu_cap: int  # MHz the node offers to allocations (resources - reserved)
@@ -60,13 +60,17 @@ class NodeTally:
     memory: int = 0
     disk: int = 0
     ports: set[int] = field(default_factory=set)  # host ports taken (reserved ones included)
-    dynamic_used: int = 0  # how many of ``ports`` are in the dynamic range
-    next_dynamic: int = MIN_DYNAMIC_PORT  # where the next dynamic port search starts
+    dynamic_used: int = 0  # how many of ``ports`` are in the node's dynamic range
+    min_dynamic: int = DEFAULT_MIN_DYNAMIC_PORT  # the node's dynamic range (inclusive)
+    max_dynamic: int = DEFAULT_MAX_DYNAMIC_PORT
+    next_dynamic: int = DEFAULT_MIN_DYNAMIC_PORT  # where the next dynamic port search starts
 
     @classmethod
     def for_node(cls, node: Node) -> NodeTally:
         r, z = node.resources, node.reserved
         t = cls(r.cpu - z.cpu, r.memory - z.memory, r.disk - z.disk)
+        t.min_dynamic = t.next_dynamic = node.min_dynamic_port  # stores: cheaper than keyword arguments
+        t.max_dynamic = node.max_dynamic_port
         if node.reserved_ports:
             t.take_ports(node.reserved_ports)
         return t
@@ -77,19 +81,19 @@ class NodeTally:
         self.disk += sign * res.disk
 
     def take_ports(self, values: Iterable[int]) -> None:
-        ports = self.ports
+        ports, low, high = self.ports, self.min_dynamic, self.max_dynamic
         for v in values:
             if v not in ports:
                 ports.add(v)
-                if _dynamic(v):
+                if low <= v <= high:
                     self.dynamic_used += 1
 
     def free_ports(self, values: Iterable[int]) -> None:
-        ports = self.ports
+        ports, low, high = self.ports, self.min_dynamic, self.max_dynamic
         for v in values:
             if v in ports:
                 ports.discard(v)
-                if _dynamic(v):
+                if low <= v <= high:
                     self.dynamic_used -= 1
 
     def add_alloc(self, alloc: Allocation, sign: int = 1) -> None:

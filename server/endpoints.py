@@ -25,6 +25,7 @@ from shoal.jobs.structs import (
     JobSummary,
     Node,
     ServerMember,
+    dynamic_range_error,
 )
 from shoal.jobs.validate import validate_job
 from shoal.raft import ops
@@ -262,6 +263,9 @@ class Endpoints:
         node = codec.from_plain(Node, req.get("node") or {})
         if not node.id or not node.name:
             raise InvalidRequest("node id and name are required")
+        why = dynamic_range_error(node.min_dynamic_port, node.max_dynamic_port)
+        if why is not None:
+            raise InvalidRequest(f"node {node.name}: {why}")
         now = time.time()
         with self.store.reader() as s:
             old = s.node(node.id)

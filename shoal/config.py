@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shoal.jobs.structs import DEFAULT_MAX_DYNAMIC_PORT, DEFAULT_MIN_DYNAMIC_PORT
+
 DEFAULT_API_PORT = 4646
 DEFAULT_RAFT_PORT = 4647
 DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_API_PORT}"
@@ -54,6 +56,9 @@ class ClientConfig:
     runc_root: str | None = None
     reserved_cpu: int = 0
     reserved_memory: int = 0
+    reserved_ports: list[int] = field(default_factory=list)  # host ports no allocation may take
+    min_dynamic_port: int = DEFAULT_MIN_DYNAMIC_PORT  # the node's dynamic host ports (inclusive)
+    max_dynamic_port: int = DEFAULT_MAX_DYNAMIC_PORT
     meta: dict[str, str] = field(default_factory=dict)
     destroy_on_shutdown: bool = False  # dev mode: stop every allocation when the agent exits
     insecure_registries: list[str] = field(default_factory=list)  # plain-http registries (loopback always is)

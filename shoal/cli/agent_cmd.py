@@ -18,6 +18,12 @@ from shoal.config import DEFAULT_ADDRESS, DEFAULT_RAFT_PORT, ClientConfig, Serve
 from shoal.errors import UsageError
 from shoal.gcpolicy import freeze_long_lived_objects
 from shoal.jobs.network import IpamError, OverlayConfig
+from shoal.jobs.structs import (
+    DEFAULT_MAX_DYNAMIC_PORT,
+    DEFAULT_MIN_DYNAMIC_PORT,
+    dynamic_range_error,
+    parse_port_ranges,
+)
 from shoal.log import configure
 
 log = structlog.get_logger("shoal.agent.cmd")
@@ -66,6 +72,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="how long an unused pulled image is kept")
     p.add_argument("--reserved-cpu", type=int, default=0, metavar="MHZ", help="CPU kept for the host")
     p.add_argument("--reserved-memory", type=int, default=0, metavar="MB", help="memory kept for the host")
+    p.add_argument("--reserved-ports", type=port_list, default=[], metavar="PORTS",
+                   help='host ports no allocation may take, e.g. "22,80,8000-8100"')
+    p.add_argument("--min-dynamic-port", type=int, default=DEFAULT_MIN_DYNAMIC_PORT, metavar="PORT",
+                   help=f"lowest host port given to dynamic ports (default {DEFAULT_MIN_DYNAMIC_PORT})")
+    p.add_argument("--max-dynamic-port", type=int, default=DEFAULT_MAX_DYNAMIC_PORT, metavar="PORT",
+                   help=f"highest host port given to dynamic ports (default {DEFAULT_MAX_DYNAMIC_PORT})")
     p.add_argument("--log-level", default="info")
     p.add_argument("--log-json", action="store_true", default=None, help="JSON logs (default when not on a terminal)")
     p.set_defaults(func=cmd_agent)
@@ -87,10 +99,23 @@ def check_overlay_flags(args: argparse.Namespace) -> None:
             raise UsageError(f"--network-address {args.network_address!r} is not an IPv4 address") from None
 
 
+def port_list(text: str) -> list[int]:
+    """``--reserved-ports``: Nomad's port list, ``22,80,8000-8100``."""
+    try:
+        return parse_port_ranges(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def cmd_agent(args: argparse.Namespace) -> int:
     if not (args.dev or args.server or args.client):
         raise UsageError("shoal agent: choose --dev, --server and/or --client")
     check_overlay_flags(args)
+    if args.dev or args.client:
+        flags = ("--min-dynamic-port", "--max-dynamic-port")
+        why = dynamic_range_error(args.min_dynamic_port, args.max_dynamic_port, flags)
+        if why is not None:
+            raise UsageError(f"shoal agent: {why}")
     configure(level=args.log_level, json=args.log_json)
     if args.dev or args.server:
         freeze_long_lived_objects()  # the cluster state must not stall the process in collections
@@ -181,6 +206,9 @@ async def run_agent(args: argparse.Namespace) -> int:
                     reserved_cpu=args.reserved_cpu,
                     reserved_memory=args.reserved_memory,
                     network_address=args.network_address,
+                    reserved_ports=args.reserved_ports,
+                    min_dynamic_port=args.min_dynamic_port,
+                    max_dynamic_port=args.max_dynamic_port,
                 )
             )
             await client.start()

@@ -3,10 +3,14 @@
 import pytest
 
 from shoal.jobs.model import Port
+from shoal.jobs.structs import DEFAULT_MAX_DYNAMIC_PORT as MAX_DYNAMIC_PORT
+from shoal.jobs.structs import DEFAULT_MIN_DYNAMIC_PORT as MIN_DYNAMIC_PORT
 from shoal.jobs.structs import AllocatedPort
-from shoal.scheduler import schedule
+from shoal.scheduler import SchedulerConfig, schedule
 from shoal.scheduler.ports import PORT_COLLISION, PORTS_EXHAUSTED, PortAsk, assign_ports, port_exhausted
-from shoal.scheduler.usage import DYNAMIC_PORTS, MAX_DYNAMIC_PORT, MIN_DYNAMIC_PORT, NodeTally, node_fit
+from shoal.scheduler.usage import NodeTally, node_fit
+
+DYNAMIC_PORTS = MAX_DYNAMIC_PORT - MIN_DYNAMIC_PORT + 1
 
 
 def placed(plan):
@@ -23,9 +27,8 @@ def test_port_ask_of_a_group(kit):
     assert ask is not None
     assert ask.static == (("admin", 9000, 0),)
     assert ask.dynamic == (("http", 8080), ("metrics", 0))
-    assert ask.static_values == frozenset({9000}) and ask.static_in_range == 0
+    assert ask.static_values == frozenset({9000})
     assert PortAsk.for_group(kit.group()) is None
-    assert PortAsk.for_group(kit.group(ports=[Port("x", 25000)])).static_in_range == 1
 
 
 @pytest.mark.parametrize(
@@ -152,3 +155,126 @@ def test_node_fit_checks_ports(kit):
     c = kit.alloc(job, "web", 2, "n1", alloc_id="c")
     c.ports = [AllocatedPort("bad", 70000, 0)]
     assert node_fit(kit.node("n2"), [], [c]) == PORT_COLLISION
+
+
+# -- the node's dynamic port range --
+
+
+def ranged(kit, node_id: str, low: int, high: int):
+    node = kit.node(node_id)
+    node.min_dynamic_port, node.max_dynamic_port = low, high
+    return node
+
+
+def test_node_tally_takes_the_nodes_range(kit):
+    node = ranged(kit, "n1", 30000, 30009)
+    node.reserved_ports = [22, 25000, 30005]
+    t = NodeTally.for_node(node)
+    assert (t.min_dynamic, t.max_dynamic, t.next_dynamic) == (30000, 30009, 30000)
+    assert t.dynamic_used == 1  # 25000 is in the default range, not this node's
+    t.take_ports([29999, 30000, 30010])
+    assert t.dynamic_used == 2
+    t.free_ports([30000, 30005, 30010])
+    assert t.dynamic_used == 0 and t.ports == {22, 25000, 29999}
+
+
+def test_static_ports_count_against_the_nodes_range_only_when_inside_it(kit):
+    t = tally(min_dynamic=30000, max_dynamic=30002, next_dynamic=30000)
+    three = [Port("a"), Port("b"), Port("s", 30001)]
+    assert port_exhausted(t, PortAsk.for_group(kit.group(ports=three))) is None
+    assert port_exhausted(t, PortAsk.for_group(kit.group(ports=[*three, Port("c")]))) == PORTS_EXHAUSTED
+    # static ports outside the node's range (in the default one, or well-known) are allowed and cost it nothing
+    outside = [Port("a"), Port("b"), Port("c"), Port("s", 25000), Port("w", 80)]
+    ask = PortAsk.for_group(kit.group(ports=outside))
+    assert port_exhausted(t, ask) is None
+    got = assign_ports(t, ask)
+    assert sorted(p.value for p in got) == [80, 25000, 30000, 30001, 30002]
+    assert t.dynamic_used == 3
+
+
+def test_assign_ports_stays_inside_the_nodes_range(kit):
+    t = tally(min_dynamic=30000, max_dynamic=30002)  # next_dynamic left at the default, outside the range
+    ask = PortAsk.for_group(kit.group(ports=[Port("a")]))
+    assert [assign_ports(t, ask)[0].value for _ in range(3)] == [30000, 30001, 30002]
+    assert port_exhausted(t, ask) == PORTS_EXHAUSTED
+
+
+def test_a_narrow_range_fills_up_and_the_next_placement_says_so(kit):
+    job = kit.job("app", kit.group("web", count=4, ports=[Port("http", 0, 80)]))
+    for indexed in (False, True):
+        state = kit.state([ranged(kit, "n1", 21000, 21002)], [job], indexed=indexed)
+        plan = schedule(state, kit.evaluation(job), now=0.0)
+        assert sorted(p.value for a in placed(plan) for p in a.ports) == [21000, 21001, 21002], indexed
+        failure = plan.failed_tg_allocs["web"]
+        assert failure.missing == 1 and failure.dimension_exhausted == {PORTS_EXHAUSTED: 1}
+        assert f"  Resources exhausted on 1 node(s): {PORTS_EXHAUSTED}" in failure.explain()
+    # the same from the state: three allocations hold the range, a fourth job finds none
+    holders = []
+    for i, a in enumerate(placed(plan)):
+        a.id = f"held{i}"
+        holders.append(a)
+    late = kit.job("late", kit.group("web", ports=[Port("http")]))
+    for indexed in (False, True):
+        state = kit.state([ranged(kit, "n1", 21000, 21002)], [job, late], holders, indexed=indexed)
+        plan = schedule(state, kit.evaluation(late), now=0.0)
+        assert not placed(plan)
+        assert plan.failed_tg_allocs["web"].dimension_exhausted == {PORTS_EXHAUSTED: 1}, indexed
+
+
+def test_a_static_port_taken_on_every_node_is_a_collision_whatever_their_ranges(kit):
+    other = kit.job("other", kit.group("db"))
+    nodes = [ranged(kit, "n1", 21000, 21002), ranged(kit, "n2", 8000, 8100), kit.node("n3")]
+    holders = []
+    for i, n in enumerate(nodes):
+        a = kit.alloc(other, "db", i, n.id)
+        a.ports = [AllocatedPort("db", 8080, 0)]
+        holders.append(a)
+    job = kit.job("app", kit.group("web", count=1, ports=[Port("http", 8080), Port("d")]))
+    for indexed in (False, True):
+        state = kit.state(nodes, [job, other], holders, indexed=indexed)
+        plan = schedule(state, kit.evaluation(job), now=0.0)
+        assert not placed(plan)
+        failure = plan.failed_tg_allocs["web"]
+        assert failure.dimension_exhausted == {PORT_COLLISION: 3}, indexed
+        assert f"  Resources exhausted on 3 node(s): {PORT_COLLISION}" in failure.explain()
+
+
+def test_no_host_port_is_shared_across_a_range_change(kit):
+    """Allocations placed while the node had one range keep their ports when it registers another."""
+    other = kit.job("other", kit.group("db"))
+    old = []
+    for i, port in enumerate((20000, 20001)):  # dynamic ports of the node's first range, 20000..20002
+        a = kit.alloc(other, "db", i, "n1")
+        a.ports = [AllocatedPort("db", port, 0)]
+        old.append(a)
+    job = kit.job("app", kit.group("web", count=5, ports=[Port("http")]))
+    for indexed in (False, True):
+        state = kit.state([ranged(kit, "n1", 20001, 20005)], [job, other], old, indexed=indexed)
+        plan = schedule(state, kit.evaluation(job), now=0.0)
+        assert sorted(p.value for a in placed(plan) for p in a.ports) == [20002, 20003, 20004, 20005], indexed
+        assert plan.failed_tg_allocs["web"].dimension_exhausted == {PORTS_EXHAUSTED: 1}
+        # moved away entirely: the old ports no longer count against the range, and stay taken
+        state = kit.state([ranged(kit, "n1", 30000, 30001)], [job, other], old, indexed=indexed)
+        plan = schedule(state, kit.evaluation(job), now=0.0)
+        assert sorted(p.value for a in placed(plan) for p in a.ports) == [30000, 30001], indexed
+        static = kit.job("static", kit.group("web", ports=[Port("http", 20000)]))
+        state = kit.state([ranged(kit, "n1", 30000, 30001)], [static, other], old, indexed=indexed)
+        plan = schedule(state, kit.evaluation(static), now=0.0)
+        assert plan.failed_tg_allocs["web"].dimension_exhausted == {PORT_COLLISION: 1}, indexed
+
+
+def test_preempting_a_static_ports_holder_never_leaves_too_few_dynamic_ports(kit):
+    """A placement that would evict the holder of its static port, on a node whose range
+    the evicted allocation does not free, is a placement failure (it once crashed assign_ports)."""
+    low = kit.job("low", kit.group("db"))
+    low.priority = 10
+    holder = kit.alloc(low, "db", 0, "n1")
+    holder.ports = [AllocatedPort("db", 8080, 0)]
+    filler = kit.alloc(low, "db", 1, "n1")
+    filler.ports = [AllocatedPort("x", 21000, 0)]  # the node's only dynamic port
+    high = kit.job("high", kit.group("web", ports=[Port("http", 8080), Port("d")]))
+    high.priority = 90
+    state = kit.state([ranged(kit, "n1", 21000, 21000)], [low, high], [holder, filler])
+    plan = schedule(state, kit.evaluation(high), now=0.0, config=SchedulerConfig(preempt_service=True))
+    assert not placed(plan)
+    assert plan.failed_tg_allocs["web"].dimension_exhausted == {PORT_COLLISION: 1}

@@ -15,8 +15,8 @@ def alloc(alloc_id, cpu, memory, disk=0, ports=()):
                       ports=[AllocatedPort("p", v, 0) for v in ports])
 
 
-def node_with(*cands, cpu=4000, memory=4000):
-    t = NodeTally(cpu, memory, 100_000)
+def node_with(*cands, cpu=4000, memory=4000, **dynamic_range):
+    t = NodeTally(cpu, memory, 100_000, **dynamic_range)
     for c in cands:
         t.add_alloc(c.alloc)
     return t
@@ -85,7 +85,22 @@ def test_static_port_holders_must_go():
     assert preempt_for(reserved, Resources(cpu=100, memory=100), ask, [other], 90) is None
 
 
-def _group_with_port(value):
+def test_evicting_for_a_static_port_needs_the_dynamic_ones_to_fit_after():
+    """A node whose two-port range is full: the holder of the static port may go only if
+    that frees a dynamic port (evicting for dynamic ports alone is not attempted)."""
+    holder = Candidate(alloc("holder", 100, 100, ports=[8080]), 10)
+    filler = Candidate(alloc("filler", 100, 100, ports=[30000, 30001]), 10)
+    t = node_with(holder, filler, min_dynamic=30000, max_dynamic=30001)
+    ask = PortAsk.for_group(_group_with_port(8080, dynamic=True))
+    assert preempt_for(t, Resources(cpu=100, memory=100), ask, [holder, filler], 90) is None
+    both = Candidate(alloc("both", 100, 100, ports=[8080, 30001]), 10)
+    only = Candidate(alloc("only", 100, 100, ports=[30000]), 10)
+    t = node_with(both, only, min_dynamic=30000, max_dynamic=30001)
+    assert ids(preempt_for(t, Resources(cpu=100, memory=100), ask, [both, only], 90)) == ["both"]
+
+
+def _group_with_port(value, dynamic=False):
     from shoal.jobs.model import Network, TaskGroup
 
-    return TaskGroup(name="g", networks=[Network(ports=[Port("http", value)])])
+    ports = [Port("http", value)] + ([Port("d")] if dynamic else [])
+    return TaskGroup(name="g", networks=[Network(ports=ports)])

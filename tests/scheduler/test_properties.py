@@ -288,8 +288,9 @@ def test_plans_never_overcommit_or_break_constraints(state: State, algorithm: st
 
 @st.composite
 def busy_clusters(draw) -> State:
-    """Healthy nodes already running allocations that hold host ports, and a job (any
-    type) whose groups ask static and dynamic ports: where ports and one-per-node bite."""
+    """Healthy nodes already running allocations that hold host ports, some with a narrow
+    dynamic port range, and a job (any type) whose groups ask static and dynamic ports:
+    where ports and one-per-node bite."""
     node_list = [
         Node(
             id=f"n{i}",
@@ -302,6 +303,9 @@ def busy_clusters(draw) -> State:
         )
         for i in range(draw(st.integers(1, 6)))
     ]
+    for n in node_list:  # the default dynamic range, or a narrow one the allocations' ports may lie in or not
+        n.min_dynamic_port, n.max_dynamic_port = draw(
+            st.sampled_from([(20000, 32000), (20000, 32000), (20000, 20002), (20001, 20004), (20010, 20010)]))
     groups = [
         TaskGroup(
             name=f"g{g}",
@@ -357,6 +361,9 @@ def test_ports_never_collide_and_system_jobs_never_double_up(state: State, eval_
     for a in placed:
         asked = [p for n in job.group(a.task_group).networks for p in n.ports]
         assert len(a.ports) == len(asked)
+        node = state.node_map[a.node_id]
+        dynamic = {p.label for p in asked if p.static == 0}
+        assert all(node.min_dynamic_port <= p.value <= node.max_dynamic_port for p in a.ports if p.label in dynamic)
     if job.type in ("system", "sysbatch"):
         for group in job.groups:
             on = [a.node_id for a in live if a.job_id == job.id and a.task_group == group.name]

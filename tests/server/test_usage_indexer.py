@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from shoal import codec
-from shoal.jobs.model import Resources
-from shoal.jobs.structs import AllocatedPort, AllocUpdate, Allocation, Node, NodeResources
+from shoal.jobs.model import Job, Network, Port, Resources, Task, TaskGroup
+from shoal.jobs.structs import AllocatedPort, AllocUpdate, Allocation, Evaluation, Node, NodeResources
 from shoal.raft import ops
 from shoal.raft.fsm import FSM
+from shoal.scheduler import schedule
 from shoal.scheduler.usage import UsageIndex
 from shoal.server.usage import UsageIndexer
 
@@ -81,3 +82,32 @@ def test_restoring_a_snapshot_file_rebuilds_the_index():
     other.restore(records)
     assert usage_of(fresh.index, "n2") == (700, 256, {}, 1)
     assert fresh.index.node_count() == 3
+
+
+def test_a_nodes_dynamic_port_range_survives_the_fsm_and_bounds_its_ports():
+    fsm = FSM()
+    indexer = UsageIndexer(fsm.store)
+    fsm.add_indexer(indexer)
+    ranged = Node(id="n9", name="n9", status="ready", resources=NodeResources(cpu=4000, memory=8192, disk=100_000),
+                  drivers=["exec"], attributes={"kernel.name": "linux"},
+                  reserved_ports=[22, 30001], min_dynamic_port=30000, max_dynamic_port=30003)
+    apply(fsm, ops.NODE_REGISTER, ops.NodeRegister(node=ranged))
+    stored = fsm.store.snapshot().node("n9")
+    assert (stored.min_dynamic_port, stored.max_dynamic_port, stored.reserved_ports) == (30000, 30003, [22, 30001])
+    other = FSM()
+    other.restore(list(fsm.store.dump_records()))
+    assert other.store.snapshot().node("n9").max_dynamic_port == 30003
+    # a record written before nodes had a range decodes to Nomad's default one
+    old = codec.to_plain(ranged)
+    del old["min_dynamic_port"], old["max_dynamic_port"]
+    legacy = codec.from_plain(Node, old)
+    assert (legacy.min_dynamic_port, legacy.max_dynamic_port) == (20000, 32000)
+
+    group = TaskGroup(name="g", count=4, networks=[Network(ports=[Port("http")])],
+                      tasks=[Task(name="t", driver="exec", resources=Resources(cpu=100, memory=64))])
+    job = Job(id="web", groups=[group], datacenters=["*"])
+    apply(fsm, ops.JOB_REGISTER, ops.JobRegister(job=job))
+    plan = schedule(indexer.state(), Evaluation(id="e1", job_id="web"), now=1.0)
+    values = sorted(p.value for a in plan.node_allocation["n9"] for p in a.ports)
+    assert values == [30000, 30002, 30003]  # inside the range, around the reserved port
+    assert plan.failed_tg_allocs["g"].dimension_exhausted == {"network: dynamic port selection failed": 1}
