@@ -17,20 +17,26 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 
 from shoal.netoverlay import netns
 
 T = TypeVar("T")
 
 
+def enter(name: str) -> None:
+    """Move the calling thread into the namespace ``name`` (threads it starts later follow it)."""
+    fd = os.open(netns.path_of(name), os.O_RDONLY)
+    try:
+        if netns._libc.setns(fd, netns.CLONE_NEWNET) != 0:
+            raise OSError("setns failed")
+    finally:
+        os.close(fd)
+
+
 def in_host(name: str, fn: Callable[[], T]) -> T:
     def entered() -> T:
-        fd = os.open(netns.path_of(name), os.O_RDONLY)
-        try:
-            if netns._libc.setns(fd, netns.CLONE_NEWNET) != 0:
-                raise OSError("setns failed")
-        finally:
-            os.close(fd)
+        enter(name)
         return fn()
 
     return netns._in_thread(entered)
@@ -86,6 +92,8 @@ class HostSet:
                     os.kill(int(pid), 9)
             with contextlib.suppress(OSError):
                 netns.remove(name)
-        with IPRoute() as ipr:
-            for index in ipr.link_lookup(ifname=self.bridge):
-                ipr.link("del", index=index)
+        with IPRoute() as ipr:  # the underlay veths go now, not when the kernel gets round to freeing a namespace
+            for name in [*self.hosts, self.bridge]:
+                for index in ipr.link_lookup(ifname=f"{name}o"[-15:] if name != self.bridge else name):
+                    with contextlib.suppress(NetlinkError):
+                        ipr.link("del", index=index)

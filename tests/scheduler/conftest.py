@@ -7,7 +7,6 @@ hypothesis tests can use it too).
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -209,13 +208,3 @@ class Kit:
 @pytest.fixture(scope="session")
 def kit() -> Kit:
     return Kit()
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Scale tests (marker ``slow``) run only when asked for: ``pytest -m slow tests/scheduler``."""
-    if "slow" in (config.getoption("markexpr") or ""):
-        return
-    skip = pytest.mark.skip(reason="a scale test: run it with -m slow")
-    for item in items:
-        if "slow" in item.keywords and str(item.path).startswith(str(Path(__file__).parent)):
-            item.add_marker(skip)
