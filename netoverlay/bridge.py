@@ -20,7 +20,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from shoal.netoverlay import netns
 from shoal.netoverlay.ipam import SubnetLayout
-from shoal.netoverlay.vxlan import NetworkSetupError
+from shoal.netoverlay.vxlan import DEFAULT_DEVICE, NetworkSetupError
 
 log = structlog.get_logger("shoal.netoverlay.bridge")
 
@@ -138,4 +138,4 @@ def remove_leftovers(ipr: IPRoute, alloc_ids: list[str], *, node: bool) -> None:
             netns.remove(netns_name(alloc_id))
     if node:
         remove_link(ipr, DEFAULT_BRIDGE)
-        remove_link(ipr, "shoal.vx")
+        remove_link(ipr, DEFAULT_DEVICE)

@@ -160,26 +160,6 @@ def ipr_in(name_or_path: str | Path) -> IPRoute:
     return Route(fileno=sock.detach())
 
 
-def write_sysctl(key: str, value: str) -> None:
-    """Set a ``net.ipv4.ip_forward`` style key in the calling thread's namespace (the agent's)."""
-    Path("/proc/sys", *key.split(".")).write_text(value)
-
-
 def interface_sysctl(ifname: str, key: str, value: str) -> None:
     """Set ``net.ipv4.conf.IFNAME.KEY`` (an interface name may contain dots)."""
     Path("/proc/sys/net/ipv4/conf", ifname, key).write_text(value)
-
-
-def sysctl_in(name: str, key: str, value: str) -> None:
-    """Set a sysctl inside the namespace ``name``."""
-    path = path_of(name)
-
-    def enter_and_write() -> None:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            _check(_libc.setns(fd, CLONE_NEWNET), f"enter {path}")
-        finally:
-            os.close(fd)
-        write_sysctl(key, value)
-
-    _in_thread(enter_and_write)

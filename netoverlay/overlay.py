@@ -28,12 +28,14 @@ import structlog
 from pyroute2 import IPRoute
 
 from shoal.jobs.network import DEFAULT_NETWORK
-from shoal.jobs.structs import NODE_DOWN
+from shoal import codec
+from shoal.jobs.structs import NODE_DOWN, SubnetLease
 from shoal.netoverlay import bridge, netns, nft
 from shoal.netoverlay.firewall import Firewall
 from shoal.netoverlay.ipam import SubnetLayout, pick_address
 from shoal.netoverlay.nftrules import PortMapping
 from shoal.netoverlay.vxlan import (
+    DEFAULT_DEVICE,
     VXLAN_OVERHEAD,
     NetworkSetupError,
     Underlay,
@@ -53,14 +55,6 @@ RETRY = 0.5
 
 
 @dataclass(slots=True, frozen=True)
-class Lease:
-    network: str
-    node_id: str
-    subnet: str
-    underlay: str
-
-
-@dataclass(slots=True, frozen=True)
 class Attachment:
     """Where an allocation on ``network`` plugs in on this node."""
 
@@ -70,7 +64,7 @@ class Attachment:
     mtu: int
 
 
-def peers_from(leases: list[Lease], node_status: dict[str, str]) -> list[Peer]:
+def peers_from(leases: list[SubnetLease], node_status: dict[str, str]) -> list[Peer]:
     """Every lease of a node that exists, is not down (its host may be gone: route nothing to it) and
     has its default lease (its VTEP: every subnet of the node is routed through it)."""
     vteps = {le.node_id: le.subnet for le in leases if le.network == DEFAULT_NETWORK}
@@ -78,7 +72,7 @@ def peers_from(leases: list[Lease], node_status: dict[str, str]) -> list[Peer]:
             if le.node_id in vteps and node_status.get(le.node_id, NODE_DOWN) != NODE_DOWN]
 
 
-def network_sets(leases: list[Lease]) -> dict[str, tuple[str, ...]]:
+def network_sets(leases: list[SubnetLease]) -> dict[str, tuple[str, ...]]:
     out: dict[str, list[str]] = {}
     for le in leases:
         out.setdefault(le.network, []).append(le.subnet)
@@ -94,7 +88,7 @@ class _Book:
 
 class NodeOverlay:
     def __init__(self, call: Call, node_id: str, underlay_address: str, *, state_file: Path | None = None,
-                 device: str = "shoal.vx"):
+                 device: str = DEFAULT_DEVICE):
         self.call = call
         self.node_id = node_id
         self.underlay_address = underlay_address
@@ -112,7 +106,6 @@ class NodeOverlay:
         self._device: VxlanDevice | None = None
         self._attachments: dict[str, Attachment] = {}
         self._books: dict[str, _Book] = {}
-        self._leases: list[Lease] = []
         self._watch: asyncio.Task[None] | None = None
         self._lease_lock = asyncio.Lock()
         self.synced = asyncio.Event()  # the first peer sync after start is done
@@ -263,8 +256,7 @@ class NodeOverlay:
                 await asyncio.sleep(RETRY)
                 continue
             index = int(resp.get("index") or 0)
-            leases = [Lease(str(le["network"]), str(le["node_id"]), str(le["subnet"]), str(le["underlay"]))
-                      for le in resp.get("leases") or ()]
+            leases = [codec.from_plain(SubnetLease, le) for le in resp.get("leases") or ()]
             status = {str(k): str(v) for k, v in (resp.get("nodes") or {}).items()}
             try:
                 await self.apply_leases(leases, status)
@@ -272,8 +264,7 @@ class NodeOverlay:
                 log.error("updating overlay peers failed", error=str(exc))
                 await asyncio.sleep(RETRY)
 
-    async def apply_leases(self, leases: list[Lease], status: dict[str, str]) -> None:
-        self._leases = leases
+    async def apply_leases(self, leases: list[SubnetLease], status: dict[str, str]) -> None:
         peers = peers_from(leases, status)
         if self._device is not None:
             device = self._device

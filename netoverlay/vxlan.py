@@ -10,6 +10,7 @@ rebuilds nothing twice.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 
 import structlog
@@ -27,8 +28,6 @@ DEFAULT_VNI = 4200
 DEFAULT_PORT = 4789
 VXLAN_OVERHEAD = 50  # outer Ethernet + IP + UDP + VXLAN headers
 RTNH_F_ONLINK = 4
-ENOENT = 2
-EEXIST = 17
 MAIN_TABLE = 254
 
 
@@ -163,7 +162,7 @@ class VxlanDevice:
         try:
             fn(*args, **kwargs)
         except NetlinkError as exc:
-            if exc.code not in (ENOENT, EEXIST):
+            if exc.code not in (errno.ENOENT, errno.EEXIST):
                 raise NetworkSetupError(f"{what} on {self.cfg.device}: {exc}") from None
 
     def remove(self) -> None:

@@ -33,7 +33,7 @@ from shoal.raft.state import StateSnapshot
 from shoal.rpc.transport import RpcServer
 from shoal.server.dryrun import plan_job
 from shoal.server.heartbeats import node_evals
-from shoal.server.network import NetworkEndpoints, overlay_settings
+from shoal.server.network import NetworkEndpoints
 from shoal.server.lookup import find_alloc, find_eval, find_job, namespaced
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ class Endpoints:
             "Alloc.Get": self.alloc_get,
             "Server.Members": self.server_members,
         }
-        network = NetworkEndpoints(self, overlay_settings(self.server.cfg))
+        network = NetworkEndpoints(self)
         writes.update(network.writes())
         reads.update(network.reads())
         for name, fn in writes.items():

@@ -10,14 +10,12 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shoal import codec
-from shoal.config import ServerConfig
 from shoal.errors import InvalidRequest, NotFound
 from shoal.ids import resolve_prefix
-from shoal.jobs.network import DEFAULT_NETWORK, OverlayConfig
+from shoal.jobs.network import DEFAULT_NETWORK, valid_network_name
 from shoal.raft import ops
 from shoal.raft.state import StateSnapshot
 from shoal.server.heartbeats import node_evals
@@ -27,34 +25,20 @@ if TYPE_CHECKING:
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
-MAX_NETWORK_NAME = 64
-
-
-@dataclass(slots=True, frozen=True)
-class OverlaySettings:
-    overlay: OverlayConfig
-    vni: int
-    port: int
-
-
-def overlay_settings(cfg: ServerConfig) -> OverlaySettings:
-    return OverlaySettings(OverlayConfig(cfg.overlay_cidr, cfg.overlay_subnet_prefix), cfg.overlay_vni, cfg.overlay_port)
-
-
 def check_network_name(name: str) -> str:
     name = name or DEFAULT_NETWORK
-    if len(name) > MAX_NETWORK_NAME or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise InvalidRequest(f"network name {name!r}: letters, digits, '-', '_' and '.' only, at most "
-                             f"{MAX_NETWORK_NAME} characters")
+    if not valid_network_name(name):
+        raise InvalidRequest(f"network name {name!r}: letters, digits, '.', '_' and '-' only (at most 64, "
+                             "starting with a letter or digit)")
     return name
 
 
 class NetworkEndpoints:
-    def __init__(self, endpoints: Endpoints, settings: OverlaySettings):
+    def __init__(self, endpoints: Endpoints):
         self.ep = endpoints
         self.server = endpoints.server
         self.store = endpoints.store
-        self.settings = settings
+        self.cfg = endpoints.server.cfg  # the overlay's settings are the servers' (one for the cluster)
 
     def writes(self) -> dict[str, Handler]:
         return {"Network.Lease": self.lease, "Node.Purge": self.node_purge}
@@ -71,12 +55,12 @@ class NetworkEndpoints:
             ipaddress.IPv4Address(underlay)
         except ValueError:
             raise InvalidRequest(f"underlay address {underlay!r} is not an IPv4 address") from None
-        cfg = self.settings.overlay
-        payload = ops.NetworkLease(network=network, node_id=node_id, underlay=underlay, cidr=cfg.cidr,
-                                   subnet_prefix=cfg.subnet_prefix)
+        cfg = self.cfg
+        payload = ops.NetworkLease(network=network, node_id=node_id, underlay=underlay, cidr=cfg.overlay_cidr,
+                                   subnet_prefix=cfg.overlay_subnet_prefix)
         index, value = await self.server.raft.submit(ops.NETWORK_LEASE, payload)
-        return {"index": index, "subnet": value["subnet"], "network": network, "cidr": cfg.cidr,
-                "subnet_prefix": cfg.subnet_prefix, "vni": self.settings.vni, "port": self.settings.port}
+        return {"index": index, "subnet": value["subnet"], "network": network, "cidr": cfg.overlay_cidr,
+                "subnet_prefix": cfg.overlay_subnet_prefix, "vni": cfg.overlay_vni, "port": cfg.overlay_port}
 
     async def leases(self, req: dict[str, Any]) -> dict[str, Any]:
         """Every lease and every node's status: what an agent programs its VXLAN peers from."""

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import asyncio
 
+from shoal.jobs.structs import SubnetLease
 from shoal.netoverlay.firewall import Firewall
 from shoal.netoverlay.ipam import SubnetLayout
 from shoal.netoverlay.nftrules import PortMapping
-from shoal.netoverlay.overlay import Attachment, Lease, NodeOverlay, network_sets, peers_from
+from shoal.netoverlay.overlay import Attachment, NodeOverlay, network_sets, peers_from
 from shoal.netoverlay.vxlan_plan import Peer, wanted
 
-LEASES = [Lease("default", "a", "10.200.0.0/24", "198.18.0.2"), Lease("default", "b", "10.200.1.0/24", "198.18.0.3"),
-          Lease("front", "a", "10.200.2.0/24", "198.18.0.2"), Lease("default", "gone", "10.200.3.0/24", "198.18.0.4")]
+LEASES = [SubnetLease(net, node, subnet, underlay) for net, node, subnet, underlay in (
+    ("default", "a", "10.200.0.0/24", "198.18.0.2"), ("default", "b", "10.200.1.0/24", "198.18.0.3"),
+    ("front", "a", "10.200.2.0/24", "198.18.0.2"), ("default", "gone", "10.200.3.0/24", "198.18.0.4"))]
 
 
 def test_peers_are_the_leases_of_nodes_that_are_up():
