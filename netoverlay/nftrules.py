@@ -13,6 +13,10 @@ agent renders the text from its allocations and the lease table, ``nft.apply`` l
   replies come back the way the request went.
 - ``forward`` (filter): an allocation on one overlay network cannot reach an address of
   another (each network is the set of its nodes' subnets, cluster-wide).
+
+A chain with nothing to do is left out: every base chain costs each packet that crosses its
+hook, empty or not, so ``prerouting``/``output`` exist only while a port is published and
+``forward`` only while there are two networks to keep apart.
 """
 
 from __future__ import annotations
@@ -74,18 +78,21 @@ def render(rs: Ruleset) -> str:
                   "  }"]
     dnat = [f"    fib daddr type local {p.proto} dport {p.host_port} dnat to {p.address}:{p.to_port}"
             for p in sorted(set(rs.ports))]
-    lines += ["  chain prerouting {", "    type nat hook prerouting priority dstnat; policy accept;", *dnat, "  }"]
-    lines += ["  chain output {", "    type nat hook output priority -100; policy accept;", *dnat, "  }"]
+    if dnat:  # an empty base chain still costs every packet its hook (~9% of forwarding here)
+        lines += ["  chain prerouting {", "    type nat hook prerouting priority dstnat; policy accept;", *dnat, "  }"]
+        lines += ["  chain output {", "    type nat hook output priority -100; policy accept;", *dnat, "  }"]
     lines += ["  chain postrouting {", "    type nat hook postrouting priority srcnat; policy accept;",
               f"    ip saddr {rs.overlay_cidr} ip daddr != {rs.overlay_cidr} masquerade"]
     for sub in sorted(rs.local_subnets):
         lines.append(f"    ip saddr {sub} ip daddr {sub} ct status dnat masquerade")
     lines += ["    ip saddr 127.0.0.0/8 ct status dnat masquerade", "  }"]
-    lines += ["  chain forward {", "    type filter hook forward priority filter; policy accept;"]
-    for net in isolate:
-        s = set_name(net.name)
-        lines.append(f"    ip saddr @{s} ip daddr {rs.overlay_cidr} ip daddr != @{s} drop")
-    lines += ["  }", "}"]
+    if isolate:
+        lines += ["  chain forward {", "    type filter hook forward priority filter; policy accept;"]
+        for net in isolate:
+            s = set_name(net.name)
+            lines.append(f"    ip saddr @{s} ip daddr {rs.overlay_cidr} ip daddr != @{s} drop")
+        lines.append("  }")
+    lines.append("}")
     return "\n".join(lines) + "\n"
 
 

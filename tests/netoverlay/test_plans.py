@@ -81,3 +81,13 @@ def test_one_network_needs_no_isolation_and_odd_names_are_safe_identifiers():
     assert " set " not in text and "drop" not in text
     name = nftrules.set_name("front end/é")
     assert name.replace("_", "").isalnum() and name != nftrules.set_name("front_end__")
+
+
+def test_chains_with_nothing_to_do_are_left_out():
+    # Every base chain costs each packet crossing its hook, even empty: only masquerade stays.
+    bare = nftrules.render(nftrules.Ruleset(overlay_cidr="10.200.0.0/16", local_subnets=("10.200.1.0/24",)))
+    assert "chain postrouting" in bare
+    assert "chain prerouting" not in bare and "chain output" not in bare and "chain forward" not in bare
+    published = nftrules.render(nftrules.Ruleset(overlay_cidr="10.200.0.0/16",
+                                                 ports=[nftrules.PortMapping(18080, "tcp", "10.200.1.2", 80)]))
+    assert "chain prerouting" in published and "chain output" in published and "chain forward" not in published
