@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,8 @@ class DevCluster:
         log_level: str = "info",
         server_clients: bool = False,
         env: dict[str, str] | None = None,
+        server_flags: Sequence[str] = (),
+        client_flags: Sequence[str] = (),
     ):
         if servers < 1:
             raise ValueError("a cluster needs at least one server")
@@ -63,6 +66,8 @@ class DevCluster:
         self.log_level = log_level
         self.server_clients = server_clients
         self.env = dict(env or {})  # extra environment for every shoal process (experiments, debugging)
+        self.server_flags = list(server_flags)  # more ``shoal agent`` flags for every server (e.g. --overlay-cidr)
+        self.client_flags = list(client_flags)  # ... and every client (e.g. --min-dynamic-port)
         self.hosts: dict[str, Host] = {}
         self.subnet: network.Subnet | None = None
         self._closed = False
@@ -183,9 +188,10 @@ class DevCluster:
         """Start the host's shoal processes (again), with the same data directories."""
         h = self.host(host)
         if h.server and not h.alive("server"):
-            processes.spawn(h, "server", processes.server_args(h, self.servers), log_level=self.log_level, env=self.env)
+            processes.spawn(h, "server", [*processes.server_args(h, self.servers), *self.server_flags],
+                            log_level=self.log_level, env=self.env)
         if h.client and not h.alive("client"):
-            processes.spawn(h, "client", processes.client_args(h, self.servers, self.raw_exec),
+            processes.spawn(h, "client", [*processes.client_args(h, self.servers, self.raw_exec), *self.client_flags],
                             log_level=self.log_level, env=self.env)
         return h
 

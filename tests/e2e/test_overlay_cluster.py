@@ -21,6 +21,7 @@ from shoal.devcluster.waiting import wait_for
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0 or shutil.which("runc") is None,
                                                    reason="needs root and runc")]
 
+DYNAMIC = (23000, 23099)  # the clients' dynamic port range, as `shoal dev cluster --min/--max-dynamic-port` set it
 HTTPD = ("mkdir -p /www && echo \"hello from $NOMAD_ALLOC_ID\" > /www/index.html && "
          "exec httpd -f -p 8080 -h /www")
 
@@ -74,7 +75,8 @@ def in_alloc(alloc_id: str, *argv: str) -> subprocess.CompletedProcess[str]:
 def cluster(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("overlay")
     rootfs = build_busybox_rootfs(root / "busybox")
-    c = DevCluster(root / "cluster", servers=3, clients=3, images={"busybox:latest": rootfs})
+    c = DevCluster(root / "cluster", servers=3, clients=3, images={"busybox:latest": rootfs},
+                   client_flags=["--min-dynamic-port", str(DYNAMIC[0]), "--max-dynamic-port", str(DYNAMIC[1])])
     try:
         c.start(timeout=90)
         yield c
@@ -139,6 +141,7 @@ def test_static_and_dynamic_ports_are_published_on_the_hosts_address(cluster: De
     page = f"hello from {a['id']}\n"
     assert fetch(other, f"http://{host.address}:18080/") == page
     dynamic = next(p["value"] for p in a["ports"] if p["label"] == "alt")
+    assert DYNAMIC[0] <= dynamic <= DYNAMIC[1], f"dynamic port {dynamic} outside the clients' range {DYNAMIC}"
     status = c.cli("alloc", "status", a["id"][:8]).stdout
     assert f"{host.address}:{dynamic}" in status and a["network_status"]["address"] in status
     assert fetch(other, f"http://{host.address}:{dynamic}/") == page
