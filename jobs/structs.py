@@ -6,6 +6,7 @@ record (``dataclasses.replace``), so a read-only snapshot can share them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -289,5 +290,40 @@ class ServerMember:
     raft: str = ""
     api: str = ""
     name: str = ""
+    create_index: int = 0
+    modify_index: int = 0
+
+
+SERVICE_NAME = re.compile(r"^(?i:[a-z0-9]|[a-z0-9][a-z0-9-]{0,61}[a-z0-9])$")  # a DNS label (RFC 1123)
+
+
+def service_name_error(name: str) -> str | None:
+    """Why ``name`` cannot be a service's name (it is a DNS label in ``NAME.service.shoal``)."""
+    if not SERVICE_NAME.match(name):
+        return (f"service name {name!r} must be 1-63 letters, digits and dashes, starting and ending with a "
+                "letter or digit")
+    return None
+
+
+@dataclass(slots=True)
+class ServiceRegistration:
+    """One instance of a service in the catalog (Nomad's ServiceRegistration): where an allocation's
+    ``service`` block is reachable, and whether it is healthy. The allocation's agent writes the set
+    of its allocation's registrations; the servers drop them when the allocation stops or its node
+    goes down."""
+
+    id: str = ""  # "_shoal-<alloc id>-<group|task>-<service>-<port>": unique, stable for an allocation
+    service_name: str = ""
+    namespace: str = "default"
+    node_id: str = ""
+    datacenter: str = ""
+    job_id: str = ""
+    alloc_id: str = ""
+    task: str = ""  # "" for a group-level service
+    address: str = ""  # the allocation's address (alloc mode) or the node's (host mode)
+    port: int = 0
+    tags: list[str] = field(default_factory=list)
+    healthy: bool = False  # its task runs and every check of the service passes
+    checks: dict[str, str] = field(default_factory=dict)  # check name -> passing | warning | critical
     create_index: int = 0
     modify_index: int = 0

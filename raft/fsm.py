@@ -19,7 +19,8 @@ from shoal import codec
 from shoal.jobs.model import Job
 from shoal.jobs.network import IpamError, OverlayConfig, lease_subnet
 from shoal.jobs.structs import ALLOC_PENDING, NODE_READY, Allocation, Evaluation, SubnetLease
-from shoal.raft import ops
+from shoal.raft import catalog, ops
+from shoal.raft.change import Change
 from shoal.raft.state import StateSnapshot, StateStore
 
 log = structlog.get_logger("shoal.raft.fsm")
@@ -30,17 +31,6 @@ MAX_OWNED = 4096
 SERVER_JOB_FIELDS = frozenset(
     {"version", "status", "stop", "submit_time", "create_index", "modify_index", "job_modify_index"}
 )
-
-
-@dataclass(slots=True, frozen=True)
-class Change:
-    """One committed change, for blocking queries and the event stream."""
-
-    index: int
-    topic: str  # Job | Evaluation | Allocation | Node
-    type: str  # e.g. JobRegistered, AllocationUpdated
-    key: str
-    obj: Any = None
 
 
 @dataclass(slots=True)
@@ -88,6 +78,7 @@ class FSM:
             ops.SERVER_REMOVE: self._server_remove,
             ops.NETWORK_LEASE: self._network_lease,
             ops.NODE_PURGE: self._node_purge,
+            ops.SERVICE_SYNC: self._service_sync,
         }
 
     # --- entry point ---
@@ -176,6 +167,7 @@ class FSM:
         alloc = dataclasses.replace(old, modify_index=index, alloc_modify_index=index, modify_time=now, **fields)
         self.store.put_alloc(alloc)
         changes.append(Change(index, "Allocation", "AllocationUpdated", alloc.id, alloc))
+        catalog.drop_if_done(self.store, alloc, index, changes)
 
     def _job_register(self, p: ops.JobRegister, index: int) -> ApplyResult:
         s = self.store
@@ -243,6 +235,8 @@ class FSM:
         node = dataclasses.replace(old, status=p.status, modify_index=index, last_heartbeat=p.now or old.last_heartbeat)
         s.put_node(node)
         changes = [Change(index, "Node", "NodeStatusUpdated", node.id, node)]
+        if node.status != NODE_READY:  # down or initializing: none of its allocations is reachable
+            catalog.drop_node(s, node.id, index, changes)
         self._put_evals(p.evals, index, changes)
         return ApplyResult(index, changes=changes)
 
@@ -317,6 +311,7 @@ class FSM:
             )
             s.put_alloc(alloc)
             changes.append(Change(index, "Allocation", "AllocationUpdated", alloc.id, alloc))
+            catalog.drop_if_done(s, alloc, index, changes)
         self._put_evals(p.evals, index, changes)
         return ApplyResult(index, {"updated": len(p.updates) - ignored, "ignored": ignored}, changes=changes)
 
@@ -325,8 +320,10 @@ class FSM:
         if s.get_node(p.node_id) is None:
             return ApplyResult(index, error=f"node {p.node_id!r} not found")
         leases = [le for le in s.t.leases.values() if le.node_id == p.node_id]
+        changes: list[Change] = []
+        catalog.drop_node(s, p.node_id, index, changes)
         s.delete_node(p.node_id)
-        changes = [Change(index, "Node", "NodeDeregistered", p.node_id, None)]
+        changes.append(Change(index, "Node", "NodeDeregistered", p.node_id, None))
         changes += [Change(index, "Network", "LeaseReleased", f"{le.network}/{le.node_id}", None) for le in leases]
         self._put_evals(p.evals, index, changes)
         return ApplyResult(index, {"released": [le.subnet for le in leases]}, changes=changes)
@@ -352,6 +349,11 @@ class FSM:
         s.put_lease(lease)
         change = Change(index, "Network", "LeaseUpdated", f"{lease.network}/{lease.node_id}", lease)
         return ApplyResult(index, {"subnet": lease.subnet, "created": old is None}, changes=[change])
+
+    def _service_sync(self, p: ops.ServiceSync, index: int) -> ApplyResult:
+        changes: list[Change] = []
+        value = catalog.sync(self.store, p, index, changes)
+        return ApplyResult(index, dict(value), changes=changes)
 
     def _server_upsert(self, p: ops.ServerUpsert, index: int) -> ApplyResult:
         m = p.member

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from shoal.jobs.model import Job
-from shoal.jobs.structs import AllocUpdate, Allocation, Evaluation, Node, ServerMember
+from shoal.jobs.structs import AllocUpdate, Allocation, Evaluation, Node, ServerMember, ServiceRegistration
 
 JOB_REGISTER = "job.register"
 JOB_DEREGISTER = "job.deregister"
@@ -23,6 +23,7 @@ SERVER_UPSERT = "server.upsert"
 SERVER_REMOVE = "server.remove"
 NETWORK_LEASE = "network.lease"
 NODE_PURGE = "node.purge"
+SERVICE_SYNC = "service.sync"
 NOOP = "noop"
 BATCH = "batch"  # several commands committed as one Raft entry (group commit)
 
@@ -141,6 +142,24 @@ class NodePurge:
     now: float = 0.0
 
 
+@dataclass(slots=True)
+class AllocServices:
+    """The whole set of one allocation's registrations, as its agent wants it now (empty: none)."""
+
+    alloc_id: str = ""
+    registrations: list[ServiceRegistration] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ServiceSync:
+    """A node's agent sets the registrations of some of its allocations. The FSM keeps a set only
+    for an allocation of that node that still runs on a ready node, so a late write never brings
+    back what a stop or a node going down removed."""
+
+    node_id: str = ""
+    allocs: list[AllocServices] = field(default_factory=list)
+
+
 PAYLOADS: dict[str, type] = {
     SERVER_UPSERT: ServerUpsert,
     SERVER_REMOVE: ServerRemove,
@@ -154,4 +173,5 @@ PAYLOADS: dict[str, type] = {
     ALLOC_CLIENT_UPDATE: AllocClientUpdate,
     NETWORK_LEASE: NetworkLease,
     NODE_PURGE: NodePurge,
+    SERVICE_SYNC: ServiceSync,
 }

@@ -19,7 +19,7 @@ from typing import Any
 from immutables import Map
 
 from shoal.jobs.model import Job
-from shoal.jobs.structs import Allocation, Evaluation, Node, ServerMember, SubnetLease
+from shoal.jobs.structs import Allocation, Evaluation, Node, ServerMember, ServiceRegistration, SubnetLease
 
 JobKey = tuple[str, str]  # (namespace, job id)
 
@@ -35,10 +35,12 @@ class Tables:
     nodes: Map = EMPTY  # id -> Node
     servers: Map = EMPTY  # Raft address -> ServerMember
     leases: Map = EMPTY  # (network, node id) -> SubnetLease
+    services: Map = EMPTY  # registration id -> ServiceRegistration
     # secondary indexes: key -> Map of ids (used as a persistent set)
     allocs_by_job: Map = EMPTY
     allocs_by_node: Map = EMPTY
     evals_by_job: Map = EMPTY
+    services_by_alloc: Map = EMPTY
     # last modify index per table, and overall
     table_index: Map = EMPTY
     index: int = 0
@@ -117,6 +119,17 @@ class StateSnapshot:
     def lease(self, network: str, node_id: str) -> SubnetLease | None:
         return self._t.leases.get((network, node_id))
 
+    # the service catalog
+    def services(self, namespace: str | None = None, name: str | None = None) -> list[ServiceRegistration]:
+        """Registrations (of ``namespace`` and service ``name`` where given), in a stable order."""
+        regs = [r for r in self._t.services.values()
+                if (namespace is None or r.namespace == namespace) and (name is None or r.service_name == name)]
+        return sorted(regs, key=lambda r: (r.namespace, r.service_name, r.id))
+
+    def services_by_alloc(self, alloc_id: str) -> list[ServiceRegistration]:
+        services = self._t.services
+        return sorted((services[i] for i in self._t.services_by_alloc.get(alloc_id, EMPTY)), key=lambda r: r.id)
+
     # servers
     def servers(self) -> list[ServerMember]:
         return sorted(self._t.servers.values(), key=lambda m: m.raft)
@@ -176,6 +189,15 @@ class StateStore:
     def get_lease(self, network: str, node_id: str) -> SubnetLease | None:
         return self.t.leases.get((network, node_id))
 
+    def get_service(self, reg_id: str) -> ServiceRegistration | None:
+        return self.t.services.get(reg_id)
+
+    def service_ids_of_alloc(self, alloc_id: str) -> list[str]:
+        return list(self.t.services_by_alloc.get(alloc_id, EMPTY))
+
+    def alloc_ids_of_node(self, node_id: str) -> list[str]:
+        return list(self.t.allocs_by_node.get(node_id, EMPTY))
+
     def subnets_leased(self) -> list[str]:
         return [le.subnet for le in self.t.leases.values()]
 
@@ -228,6 +250,18 @@ class StateStore:
     def put_lease(self, lease: SubnetLease) -> None:
         self.t.leases = self.t.leases.set((lease.network, lease.node_id), lease)
 
+    def put_service(self, reg: ServiceRegistration) -> None:
+        t = self.t
+        t.services = t.services.set(reg.id, reg)
+        t.services_by_alloc = _add(t.services_by_alloc, reg.alloc_id, reg.id)
+
+    def delete_service(self, reg_id: str) -> None:
+        t = self.t
+        reg = t.services.get(reg_id)
+        if reg is not None:
+            t.services = t.services.delete(reg_id)
+            t.services_by_alloc = _discard(t.services_by_alloc, reg.alloc_id, reg_id)
+
     def put_server(self, member: ServerMember) -> None:
         self.t.servers = self.t.servers.set(member.raft, member)
 
@@ -245,7 +279,8 @@ class StateStore:
 
     # --- snapshot / restore (plain values, through the codec) ---
     TABLE_TYPES = (("job_versions", Job), ("jobs", Job), ("evals", Evaluation), ("allocs", Allocation),
-                   ("nodes", Node), ("servers", ServerMember), ("leases", SubnetLease))
+                   ("nodes", Node), ("servers", ServerMember), ("leases", SubnetLease),
+                   ("services", ServiceRegistration))
 
     def dump_records(self, snap: StateSnapshot | None = None) -> Iterator[tuple[str, Any]]:
         """The state of ``snap`` (default: now) as a stream of small records: ("meta", {...}), then
@@ -258,7 +293,7 @@ class StateStore:
             for j in vs:
                 yield "job_versions", to_plain(j)
         for name, table in (("jobs", t.jobs), ("evals", t.evals), ("allocs", t.allocs), ("nodes", t.nodes),
-                            ("servers", t.servers), ("leases", t.leases)):
+                            ("servers", t.servers), ("leases", t.leases), ("services", t.services)):
             for rec in table.values():
                 yield name, to_plain(rec)
 
@@ -290,6 +325,8 @@ class StateStore:
                     self.put_server(rec)
                 elif kind == "leases":
                     self.put_lease(rec)
+                elif kind == "services":
+                    self.put_service(rec)
             self.t.job_versions = Map({k: tuple(v) for k, v in versions.items()})
             self.t.jobs = Map(jobs)
             self.t.table_index = Map(meta.get("table_index", {}))

@@ -16,7 +16,7 @@ import time
 
 from shoal.jobs.structs import EVAL_BLOCKED, EVAL_PENDING, Evaluation
 from shoal.raft import ops
-from shoal.raft.fsm import Change
+from shoal.raft.change import Change
 from shoal.raft.node import RaftNode
 from shoal.raft.state import StateSnapshot
 from shoal.server.leader_manager import LeaderContext, LeaderManager, Tasks

@@ -33,6 +33,7 @@ from shoal.raft.state import StateSnapshot
 from shoal.rpc.transport import RpcServer
 from shoal.server.dryrun import plan_job
 from shoal.server.heartbeats import node_evals
+from shoal.server.catalog import CatalogEndpoints
 from shoal.server.network import NetworkEndpoints
 from shoal.server.lookup import find_alloc, find_eval, find_job, namespaced
 
@@ -112,9 +113,9 @@ class Endpoints:
             "Alloc.Get": self.alloc_get,
             "Server.Members": self.server_members,
         }
-        network = NetworkEndpoints(self)
-        writes.update(network.writes())
-        reads.update(network.reads())
+        for group in (NetworkEndpoints(self), CatalogEndpoints(self)):
+            writes.update(group.writes())
+            reads.update(group.reads())
         for name, fn in writes.items():
             rpc.unary(name, self._on_leader(name, fn, stale_ok=False))
         for name, fn in reads.items():

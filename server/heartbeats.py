@@ -17,7 +17,7 @@ import structlog
 from shoal.ids import new_id
 from shoal.jobs.structs import EVAL_PENDING, NODE_DOWN, NODE_READY, Evaluation
 from shoal.raft import ops
-from shoal.raft.fsm import Change
+from shoal.raft.change import Change
 from shoal.raft.state import StateSnapshot
 from shoal.server.leader_manager import LeaderContext, LeaderManager, Tasks
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import structlog
 
-from shoal.raft.fsm import Change
+from shoal.raft.change import Change
 from shoal.raft.node import RaftNode
 from shoal.raft.state import StateStore
 from shoal.scheduler import SchedulerConfig

@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 
 import structlog
 
-from shoal.raft.fsm import Change
+from shoal.raft.change import Change
 from shoal.raft.node import RaftNode
 from shoal.raft.state import StateSnapshot, StateStore
 from shoal.scheduler import SchedulerConfig

@@ -9,7 +9,7 @@ plan applier (a peer manager, started before this one and stopped after it).
 from __future__ import annotations
 
 from shoal.jobs.structs import EVAL_PENDING, Evaluation
-from shoal.raft.fsm import Change
+from shoal.raft.change import Change
 from shoal.raft.state import StateSnapshot
 from shoal.server.broker import EvalBroker
 from shoal.server.leader_manager import LeaderContext, LeaderManager, Tasks

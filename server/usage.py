@@ -9,7 +9,7 @@ cost does not grow with the cluster).
 
 from __future__ import annotations
 
-from shoal.raft.fsm import Change
+from shoal.raft.change import Change
 from shoal.raft.state import StateSnapshot, StateStore
 from shoal.scheduler.usage import IndexedState, UsageIndex
 

@@ -12,7 +12,8 @@ import asyncio
 import threading
 from collections.abc import Callable, Iterable
 
-from shoal.raft.fsm import ApplyResult, Change
+from shoal.raft.change import Change
+from shoal.raft.fsm import ApplyResult
 
 TOPICS = ("Job", "Evaluation", "Allocation", "Node")
 

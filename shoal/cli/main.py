@@ -11,12 +11,12 @@ from collections.abc import Sequence
 import structlog
 
 from shoal import __version__
-from shoal.cli import agent_cmd, alloc, dev, eval_cmd, image, job, node, server
+from shoal.cli import agent_cmd, alloc, dev, eval_cmd, image, job, node, server, service
 from shoal.cli.output import err
 from shoal.errors import JobFileError, ShoalError, UsageError
 from shoal.log import configure_cli
 
-NOUNS = (job, node, alloc, eval_cmd, image, server, agent_cmd, dev)
+NOUNS = (job, node, alloc, eval_cmd, service, image, server, agent_cmd, dev)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -18,7 +18,8 @@ from shoal import codec
 from shoal.jobs.model import Job
 from shoal.jobs.structs import EVAL_BLOCKED, EVAL_COMPLETE, EVAL_PENDING, NODE_DOWN, Allocation, Evaluation, Node, NodeResources
 from shoal.raft import ops
-from shoal.raft.fsm import FSM, Change
+from shoal.raft.change import Change
+from shoal.raft.fsm import FSM
 from shoal.raft.node import RaftConfig, RaftNode
 from shoal.raft.state import StateSnapshot
 from shoal.server.leader import LeaderDuties
