@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SHOAL := $(BIN)/shoal
 IMAGE_DIR ?= /var/lib/shoal/images
 DEMO_DIR := /run/shoal-demo
-DEB_PACKAGES := runc busybox-static iproute2 iputils-ping nftables docker-registry skopeo umoci iperf3
+DEB_PACKAGES := runc busybox-static iproute2 iputils-ping nftables docker-registry skopeo umoci iperf3 dnsutils
 
 .PHONY: all deps venv image demo demo-stop test test-fast drills bench clean
 

@@ -1,7 +1,9 @@
 """The agent (client): registers its node, watches its allocations, runs them, reports back.
 
 It talks to servers only through RPC: a blocking query on ``Node.Allocations``
-wakes it when its allocations change; status changes go back in batches.
+wakes it when its allocations change; status changes go back in batches. Service
+discovery rides the same way (discovery.py): registrations go up, the catalog comes down
+into the view the agent's DNS server answers from.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from shoal import codec
 from shoal.agent import names
 from shoal.agent.allocrunner import AllocRunner
 from shoal.agent.allocstate import load_state
+from shoal.agent.discovery import Discovery
 from shoal.agent.drivers.base import Driver, DriverError, TaskHandle
 from shoal.agent.drivers.registry import build_drivers
 from shoal.agent.execsession import ExecManager
@@ -65,6 +68,7 @@ class Agent:
         self._gc_wanted = False
         self.overlay: NodeOverlay | None = None  # set by start, with networking
         self.networking: Networking | None = None
+        self.discovery: Discovery | None = None  # set by start: registrations up, the catalog down, DNS
 
     # --- lifecycle ---
     async def start(self) -> None:
@@ -84,7 +88,9 @@ class Agent:
         node_id = self._node_id()
         underlay = self._network_address()
         self.overlay = NodeOverlay(self._call, node_id, underlay, state_file=data / "overlay.json")
-        self.networking = Networking(self.overlay, underlay)
+        self.discovery = Discovery(self.cfg, self._call, node_id)
+        await self.discovery.start()
+        self.networking = Networking(self.overlay, underlay, self.discovery.nameserver if self.cfg.dns else None)
         self._restore()
         self.rpc.stream("Agent.Logs", self.logs)
         self.rpc.unary("Agent.AllocRestart", self.alloc_restart)
@@ -101,6 +107,8 @@ class Agent:
             loop.create_task(self._run_forever(self._report), name="agent-report"),
             loop.create_task(self._run_forever(self._housekeeping), name="agent-housekeeping"),
             loop.create_task(self._join_overlay(), name="agent-overlay"),
+            loop.create_task(self._run_forever(self._push_services), name="agent-services"),
+            loop.create_task(self._run_forever(self._follow_catalog), name="agent-catalog"),
         ]
         log.info("agent started", node_id=self.node.id, name=self.node.name, drivers=sorted(self.node.drivers))
 
@@ -119,6 +127,8 @@ class Agent:
         if self.overlay is not None:
             still_running = [r for r in self.runners.values() if not r.done]
             await self.overlay.stop(leave=not still_running)
+        if self.discovery is not None:
+            await self.discovery.close()
         await self.rpc.stop(grace=0.2)
         for c in self._clients.values():
             await c.close()
@@ -142,6 +152,16 @@ class Agent:
         server = self.cfg.servers[0].rsplit(":", 1)[0]
         with Route() as ipr:
             return source_address_to(ipr, server)
+
+    async def _push_services(self) -> None:
+        await self.ready.wait()
+        assert self.discovery is not None
+        await self.discovery.syncer.run()
+
+    async def _follow_catalog(self) -> None:
+        await self.ready.wait()
+        assert self.discovery is not None
+        await self.discovery.follower.run()
 
     async def _join_overlay(self) -> None:
         """Once registered: lease the node's subnet, build the device, follow the other nodes."""
@@ -218,6 +238,8 @@ class Agent:
         resp = await self._call("Node.Register", {"node": codec.to_plain(self.node)})
         self.heartbeat_ttl = float(resp.get("heartbeat_ttl") or self.heartbeat_ttl)
         self.ready.set()
+        if self.discovery is not None:
+            self.discovery.syncer.resync()  # a node that was down had its registrations dropped
         log.info("node registered", node_id=self.node.id, heartbeat_ttl=self.heartbeat_ttl)
 
     async def _register_and_heartbeat(self) -> None:
@@ -265,7 +287,7 @@ class Agent:
                 alloc = codec.from_plain(Allocation, state["alloc"])
                 job = codec.from_plain(Job, state["job"])
                 runner = AllocRunner(alloc, job, self.drivers, allocs_dir, self._mark_dirty, restored=state,
-                                     networking=self.networking)
+                                     networking=self.networking, **self._runner_services())
             except Exception as exc:
                 log.warning("cannot restore an allocation; leaving it", alloc_dir=str(d), error=str(exc))
                 continue
@@ -320,9 +342,13 @@ class Agent:
                 log.warning("allocation without its job; skipping", alloc_id=alloc.id)
                 continue
             runner = AllocRunner(alloc, job, self.drivers, self.cfg.data_dir / "allocs", self._mark_dirty,
-                                 networking=self.networking)
+                                 networking=self.networking, **self._runner_services())
             self._launch(runner)
             log.info("allocation started", alloc_id=alloc.id, name=alloc.name)
+
+    def _runner_services(self) -> dict[str, Any]:
+        return {"syncer": self.discovery.syncer if self.discovery is not None else None,
+                "datacenter": self.cfg.datacenter}
 
     def _launch(self, runner: AllocRunner) -> None:
         """Track and start a runner; when it ends, its image may be garbage now."""

@@ -5,7 +5,7 @@ directory, its logs, its checks; later its network, services, volumes) are
 hooks (hooks/base.py gives the order and the rules), and what it does itself
 is the task lifecycle (Nomad's task lifecycle hooks)::
 
-    prerun hooks        (alloc_dir, network, checks); a failure fails the allocation, no task starts
+    prerun hooks        (alloc_dir, network, checks, services); a failure fails the allocation, no task starts
     prestart tasks      ephemeral ones must complete successfully; sidecars must be running
     main tasks          (no lifecycle block) start together
     poststart tasks     once every main task runs
@@ -40,10 +40,12 @@ from shoal.agent.allocstate import StateFile
 from shoal.agent.drivers.base import Driver
 from shoal.agent.drivers.registry import driver_for
 from shoal.agent.hooks.allocdir import AllocDirHook, TaskDirHook
-from shoal.agent.hooks.base import AllocHooks, HookError
+from shoal.agent.catalog import ServiceSyncer
+from shoal.agent.hooks.base import AllocHook, AllocHooks, HookError
 from shoal.agent.hooks.checks import ChecksHook
 from shoal.agent.hooks.logs import LogsHook
 from shoal.agent.hooks.network import Networking, NetworkHook, NetworkTaskHook
+from shoal.agent.hooks.services import ServicesHook
 from shoal.agent.taskrunner import TaskRunner
 from shoal.jobs.model import Job
 from shoal.jobs.structs import (
@@ -73,6 +75,8 @@ class AllocRunner:
         on_update: Callable[[AllocUpdate], None],
         restored: dict[str, Any] | None = None,
         networking: Networking | None = None,
+        syncer: ServiceSyncer | None = None,
+        datacenter: str = "",
     ):
         self.alloc = alloc
         self.job = job
@@ -99,7 +103,12 @@ class AllocRunner:
                                          restored=saved_tasks.get(t.name)))
         self.by_name = {tr.task.name: tr for tr in self.tasks}
         self._checks = ChecksHook(alloc, group, self.tasks, self._changed)
-        self.hooks = AllocHooks([AllocDirHook(self.dir), self._network, self._checks], alloc.id)
+        hooks: list[AllocHook] = [AllocDirHook(self.dir), self._network, self._checks]
+        self._services: ServicesHook | None = None
+        if syncer is not None:
+            self._services = ServicesHook(alloc, job, group, self.tasks, self._network, self._checks, syncer, datacenter)
+            hooks.append(self._services)
+        self.hooks = AllocHooks(hooks, alloc.id)
         self.state_file = StateFile(self.dir, self.snapshot, alloc.id)
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -218,6 +227,8 @@ class AllocRunner:
         else:
             status, desc = ALLOC_PENDING, "No tasks have started"
         self._wake.set()
+        if self._services is not None:
+            self._services.refresh()
         healthy, checks = self.health()
         self.on_update(AllocUpdate(id=self.alloc.id, client_status=status, client_description=desc,
                                    task_states={tr.task.name: tr.state for tr in self.tasks},

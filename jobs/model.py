@@ -107,6 +107,7 @@ class Service:
     tags: list[str] = field(default_factory=list)
     provider: str = "shoal"
     checks: list[Check] = field(default_factory=list)
+    address_mode: str = "auto"  # auto | host | alloc: which address and port the catalog gives (agent/services.py)
 
 
 @dataclass(slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,12 +12,23 @@ from shoal.jobs.structs import DEFAULT_MAX_DYNAMIC_PORT, DEFAULT_MIN_DYNAMIC_POR
 DEFAULT_API_PORT = 4646
 DEFAULT_RAFT_PORT = 4647
 DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_API_PORT}"
+DEFAULT_DNS_PORT = 8600
 ADDRESS_ENV = "SHOAL_ADDR"
 
 
 def cli_address(flag: str | None) -> str:
     """The API address the CLI talks to: --address, then $SHOAL_ADDR, then the dev default."""
     return flag or os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS
+
+
+def parse_host_port(text: str, default_port: int) -> tuple[str, int]:
+    """``ip`` or ``ip:port`` (IPv4), as recursors are given."""
+    host, _, port = text.partition(":")
+    ipaddress.IPv4Address(host)
+    number = int(port) if port else default_port
+    if not 1 <= number <= 65535:
+        raise ValueError(f"port {number} is not 1-65535")
+    return host, number
 
 
 @dataclass(slots=True)
@@ -67,3 +79,9 @@ class ClientConfig:
     allowed_volumes: list[Path] = field(default_factory=list)  # host dirs tasks may bind-mount (volumes)
     image_gc_delay: float = 180.0  # seconds an unused pulled image is kept
     network_address: str = ""  # the underlay address other nodes reach this one at ("": the --client-bind host)
+    # service discovery: a DNS server on 127.0.0.1:dns_port (0: none there) and on every bridge gateway
+    # (port 53: allocations' /etc/resolv.conf names it); dns = False: neither, allocations keep the host's
+    dns: bool = True
+    dns_port: int = DEFAULT_DNS_PORT
+    dns_ttl: int = 0  # seconds
+    dns_recursors: list[str] = field(default_factory=list)  # "ip[:port]" for other names ([]: /etc/resolv.conf's)

@@ -6,6 +6,9 @@
 - ``host``: the host's namespace; tasks bind their host ports themselves.
 - ``none``: a namespace with loopback only.
 
+In bridge and overlay modes the tasks' ``/etc/resolv.conf`` names the agent's DNS server on the
+bridge's gateway (service discovery), when the agent runs one.
+
 prerun builds (or, after an agent restart, adopts) it and reports the allocation's
 ``AllocNetworkStatus``; postrun releases all of it. A restarted agent keeps the address the
 allocation had (saved in its state file) and never hands it to another.
@@ -13,12 +16,14 @@ allocation had (saved in its state file) and never hands it to another.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-from shoal.agent.drivers.base import HOST_NETNS, TaskSpec
+from shoal.agent.drivers.base import HOST_NETNS, Mount, TaskSpec
 from shoal.agent.hooks.base import AllocHook, TaskHook
 from shoal.agent.taskenv import runtime_env
+from shoal.ids import DEFAULT_NAMESPACE
 from shoal.jobs.model import TaskGroup
 from shoal.jobs.network import MODE_BRIDGE, MODE_HOST, MODE_NONE, MODE_OVERLAY, group_network
 from shoal.jobs.structs import AllocNetworkStatus, Allocation
@@ -29,12 +34,24 @@ from shoal.netoverlay.overlay import NodeOverlay
 PROTOCOLS = ("tcp", "udp")
 
 
+Nameserver = Callable[[str], Awaitable[bool]]
+
+
 @dataclass(slots=True, frozen=True)
 class Networking:
-    """What an agent gives its allocations' network hooks: its overlay, and its own address."""
+    """What an agent gives its allocations' network hooks: its overlay, its own address, and its DNS
+    server: ``nameserver(gateway)`` makes it answer on a bridge's gateway (False: it cannot)."""
 
     overlay: NodeOverlay
     host_ip: str
+    nameserver: Nameserver | None = None
+
+
+def resolv_conf(nameserver: str, namespace: str) -> str:
+    """An allocation's /etc/resolv.conf: the agent's DNS server, searching its namespace's services
+    (so that a plain ``web`` is ``web.service.shoal``, or ``web.service.NS.shoal`` in namespace NS)."""
+    search = "service.shoal" if namespace == DEFAULT_NAMESPACE else f"service.{namespace}.shoal service.shoal"
+    return f"# written by shoal: the agent's DNS server on this node's bridge\nnameserver {nameserver}\nsearch {search}\n"
 
 
 def port_mappings(alloc: Allocation, address: str) -> list[PortMapping]:
@@ -73,6 +90,7 @@ class NetworkHook(AllocHook):
         self.on_status = on_status
         self.status: AllocNetworkStatus | None = restored
         self.netns = HOST_NETNS if self.mode == MODE_HOST else ""  # set by prerun for the other modes
+        self.nameserver = ""  # the agent's DNS server on the allocation's bridge ("": the host's resolv.conf)
         self._built = False
 
     def _overlay(self) -> NodeOverlay:
@@ -103,6 +121,10 @@ class NetworkHook(AllocHook):
         self._built = True
         self.netns = await overlay.setup_alloc(net)
         await overlay.publish(self.alloc.id, port_mappings(self.alloc, address))
+        gateway = str(att.layout.gateway)
+        if self.networking is not None and self.networking.nameserver is not None \
+                and await self.networking.nameserver(gateway):
+            self.nameserver = gateway
         self._report(AllocNetworkStatus(mode=self.mode, network=self.network, address=address,
                                         interface=bridge.INNER_IFNAME))
 
@@ -141,3 +163,7 @@ class NetworkTaskHook(TaskHook):
         address = h.status.address if h.status is not None else ""
         mode = h.mode if self.joins else MODE_HOST
         spec.env.update(port_env(h.alloc, mode, host_ip, address))
+        if self.joins and h.nameserver:
+            path = Path(spec.alloc_dir) / "resolv.conf"
+            path.write_text(resolv_conf(h.nameserver, h.alloc.namespace))
+            spec.mounts.append(Mount(path, "/etc/resolv.conf", readonly=True))

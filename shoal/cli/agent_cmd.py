@@ -14,7 +14,14 @@ from pathlib import Path
 
 import structlog
 
-from shoal.config import DEFAULT_ADDRESS, DEFAULT_RAFT_PORT, ClientConfig, ServerConfig
+from shoal.config import (
+    DEFAULT_ADDRESS,
+    DEFAULT_DNS_PORT,
+    DEFAULT_RAFT_PORT,
+    ClientConfig,
+    ServerConfig,
+    parse_host_port,
+)
 from shoal.errors import UsageError
 from shoal.gcpolicy import freeze_long_lived_objects
 from shoal.jobs.network import IpamError, OverlayConfig
@@ -78,6 +85,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"lowest host port given to dynamic ports (default {DEFAULT_MIN_DYNAMIC_PORT})")
     p.add_argument("--max-dynamic-port", type=int, default=DEFAULT_MAX_DYNAMIC_PORT, metavar="PORT",
                    help=f"highest host port given to dynamic ports (default {DEFAULT_MAX_DYNAMIC_PORT})")
+    p.add_argument("--dns-port", type=int, default=DEFAULT_DNS_PORT, metavar="PORT",
+                   help=f"client: the DNS server's port on 127.0.0.1 (default {DEFAULT_DNS_PORT}; 0: not on loopback). "
+                        "It also answers on every bridge gateway, port 53, for the allocations there")
+    p.add_argument("--dns-ttl", type=int, default=0, metavar="SECONDS", help="client: the TTL of service answers")
+    p.add_argument("--dns-recursor", action="append", default=[], metavar="IP[:PORT]",
+                   help="client: where names outside .shoal are forwarded (repeatable; default: the nameservers "
+                        "of /etc/resolv.conf)")
+    p.add_argument("--no-dns", action="store_true",
+                   help="client: run no DNS server; allocations keep the host's /etc/resolv.conf")
     p.add_argument("--log-level", default="info")
     p.add_argument("--log-json", action="store_true", default=None, help="JSON logs (default when not on a terminal)")
     p.set_defaults(func=cmd_agent)
@@ -99,6 +115,18 @@ def check_overlay_flags(args: argparse.Namespace) -> None:
             raise UsageError(f"--network-address {args.network_address!r} is not an IPv4 address") from None
 
 
+def check_dns_flags(args: argparse.Namespace) -> None:
+    if not 0 <= args.dns_port <= 65535:
+        raise UsageError(f"--dns-port {args.dns_port}: a port is 0 (none) to 65535")
+    if args.dns_ttl < 0:
+        raise UsageError(f"--dns-ttl {args.dns_ttl}: a TTL is 0 or more seconds")
+    for r in args.dns_recursor:
+        try:
+            parse_host_port(r, 53)
+        except ValueError as exc:
+            raise UsageError(f"--dns-recursor {r!r}: {exc}") from None
+
+
 def port_list(text: str) -> list[int]:
     """``--reserved-ports``: Nomad's port list, ``22,80,8000-8100``."""
     try:
@@ -112,6 +140,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         raise UsageError("shoal agent: choose --dev, --server and/or --client")
     check_overlay_flags(args)
     if args.dev or args.client:
+        check_dns_flags(args)
         flags = ("--min-dynamic-port", "--max-dynamic-port")
         why = dynamic_range_error(args.min_dynamic_port, args.max_dynamic_port, flags)
         if why is not None:
@@ -209,6 +238,10 @@ async def run_agent(args: argparse.Namespace) -> int:
                     reserved_ports=args.reserved_ports,
                     min_dynamic_port=args.min_dynamic_port,
                     max_dynamic_port=args.max_dynamic_port,
+                    dns=not args.no_dns,
+                    dns_port=args.dns_port,
+                    dns_ttl=args.dns_ttl,
+                    dns_recursors=list(args.dns_recursor),
                 )
             )
             await client.start()

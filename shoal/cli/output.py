@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 # Piped into another program, a table keeps one line per row (as Nomad's): it is not folded to 80 columns.
 UNWRAPPED = 10_000
@@ -25,8 +26,8 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
     for c in columns:
         t.add_column(c, overflow="fold")
-    for r in rows:
-        t.add_row(*("" if v is None else str(v) for v in r))
+    for r in rows:  # cells are data, never markup: a "[v1]" tag or a name in brackets prints as it is
+        t.add_row(*(Text("" if v is None else str(v)) for v in r))
     out.print(t)
 
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support.cluster import SHOAL, DevAgent, ServerProc, cleanup_allocs, wait_for, runc_list
+from support.cluster import SHOAL, DevAgent, ServerProc, cleanup_allocs, free_port, runc_list, wait_for
 
 from shoal.agent.names import container_id
 
@@ -96,7 +96,7 @@ class RestartableDevAgent(DevAgent):
         self.proc = subprocess.Popen(
             [SHOAL, "agent", "--dev", "--bind", self.address, "--raft-bind", f"127.0.0.1:{self.raft_port}",
              "--data-dir", str(self.data_dir), "--image-dir", str(self.image_dir), "--log-json",
-             "--default-registry", "", *extra],
+             "--default-registry", "", "--dns-port", str(self.dns_port), *extra],
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         wait_for(self._ready, 30, "the dev agent's node to be ready")
@@ -206,7 +206,8 @@ class ServerAndClient:
         self.job = root / "keep.hcl"
         self.job.write_text(JOB.replace('interval = "500ms"', f'interval = "{health_interval}"'))
         self._client_args = ("--client", "--data-dir", str(self.client_data), "--servers", self.address,
-                             "--image-dir", str(image_dir), "--node-name", "c1", "--default-registry", "")
+                             "--image-dir", str(image_dir), "--node-name", "c1", "--default-registry", "",
+                             "--dns-port", str(free_port()))
         self.client: subprocess.Popen | None = None
 
     def start(self) -> ServerAndClient:

@@ -85,6 +85,7 @@ class DevAgent:
     image_dir: Path
     api_port: int = field(default_factory=free_port)
     raft_port: int = field(default_factory=free_port)
+    dns_port: int = field(default_factory=free_port)  # its DNS server on 127.0.0.1 (8600 may be taken)
     extra: tuple[str, ...] = ()  # more ``shoal agent`` flags
     proc: subprocess.Popen | None = None
 
@@ -102,7 +103,8 @@ class DevAgent:
         self.proc = subprocess.Popen(
             [SHOAL, "agent", "--dev", "--bind", self.address, "--raft-bind", f"127.0.0.1:{self.raft_port}",
              "--data-dir", str(self.data_dir), "--image-dir", str(self.image_dir), "--log-json",
-             "--default-registry", "", "--overlay-cidr", TEST_OVERLAY_CIDR, *extra],  # tests never pull from the internet
+             "--default-registry", "", "--overlay-cidr", TEST_OVERLAY_CIDR, "--dns-port", str(self.dns_port),
+             *extra],  # tests never pull from the internet
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         wait_for(self._ready, 30, "the dev agent's node to be ready")
