@@ -12,6 +12,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
 from shoal import codec
 from shoal.errors import InvalidRequest, JobFileError, NotFound
 from shoal.ids import ALL_NAMESPACES, DEFAULT_NAMESPACE, new_id, resolve_prefix
@@ -39,6 +41,8 @@ from shoal.server.lookup import find_alloc, find_eval, find_job, namespaced
 
 if TYPE_CHECKING:
     from shoal.server.server import Server
+
+log = structlog.get_logger("shoal.server.endpoints")
 
 MAX_WAIT = 300.0
 EVENT_BUFFER = 1024
@@ -92,6 +96,7 @@ class Endpoints:
             "Job.Deregister": self.job_deregister,
             "Node.Register": self.node_register,
             "Node.Heartbeat": self.node_heartbeat,
+            "Node.ReportDead": self.node_report_dead,
             "Alloc.Update": self.alloc_update,
             "Alloc.Stop": self.alloc_stop,
             "Node.UpdateDrain": self.node_update_drain,
@@ -288,6 +293,21 @@ class Endpoints:
         if node.status == NODE_DOWN:
             return {"reregister": True, "heartbeat_ttl": 0}
         return {"reregister": False, "heartbeat_ttl": self.server.heartbeat(node_id)}
+
+    async def node_report_dead(self, req: dict[str, Any]) -> dict[str, Any]:
+        """An agent's gossip declared a node dead: the leader marks it down once the node's own
+        heartbeats confirm the silence (heartbeats.py)."""
+        node_id = str(req.get("node_id") or "")
+        reporter = str(req.get("reporter") or "")
+        with self.store.reader() as s:
+            if s.node(node_id) is None:
+                raise NotFound(f"node {node_id!r} is not registered")
+            if s.node(reporter) is None:
+                raise InvalidRequest(f"reporter {reporter!r} is not a registered node")
+        wait = self.server.reported_dead(node_id)
+        log.info("gossip reports a node dead", node_id=node_id, reporter=reporter,
+                 down_in_seconds=None if wait is None else round(wait, 3))
+        return {"down_in": wait}
 
     async def node_update_drain(self, req: dict[str, Any]) -> dict[str, Any]:
         """Drain (or stop draining) a node: it takes no new work and its allocations migrate."""

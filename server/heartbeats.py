@@ -1,10 +1,18 @@
-"""Node heartbeats (a leader manager): a node that stops heartbeating is marked down.
+"""Node liveness (a leader manager): a node that stops heartbeating is marked down, sooner when
+the agents' gossip says it is dead.
 
 Each ready node has a timer of ``ttl`` seconds, reset by its heartbeats
-(``Node.UpdateStatus`` through ``Server.heartbeat``). When it fires the node is
+(``Node.Heartbeat`` through ``Server.heartbeat``). When it fires the node is
 marked ``down`` with one evaluation per job that had live allocations there, so
 the scheduler replaces them. On a leadership gain every ready node gets a fresh
 full TTL (a grace period to reach the new leader).
+
+Gossip (``Node.ReportDead``, from any agent whose SWIM declared a member dead) only shortens
+that timer, and only as far as the node's own heartbeats allow: the node is marked down once
+it has been silent for ``confirm_silence`` (half the TTL: more than the agents' heartbeat
+interval, a third of it), at once if it already has. A heartbeat puts the full TTL back. So a
+host cut off from the other agents but not from the servers keeps its node ready, and missed
+heartbeats stay the backstop when no agent reports anything.
 """
 
 from __future__ import annotations
@@ -51,8 +59,10 @@ class Heartbeats(LeaderManager):
 
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
+        self.confirm_silence = ttl / 2
         self._ctx: LeaderContext | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._last_beat: dict[str, float] = {}  # node id -> loop time of its last heartbeat (or of arming)
         self._tasks = Tasks(self.name)
 
     def armed(self) -> set[str]:
@@ -84,6 +94,20 @@ class Heartbeats(LeaderManager):
             self._arm(node_id)
         return self.ttl
 
+    def reported_dead(self, node_id: str) -> float | None:
+        """An agent's gossip declared ``node_id`` dead: mark it down once it has been silent for
+        ``confirm_silence``. Returns the seconds until then (0: now); None for a node not watched
+        (unknown, or already down)."""
+        if node_id not in self._timers:
+            return None
+        loop = asyncio.get_running_loop()
+        wait = max(0.0, self._last_beat[node_id] + self.confirm_silence - loop.time())
+        old = self._timers[node_id]
+        if old.when() - loop.time() > wait:  # only ever sooner
+            old.cancel()
+            self._timers[node_id] = loop.call_later(wait, self._expired, node_id)
+        return wait
+
     async def stop(self) -> None:
         for node_id in list(self._timers):
             self._disarm(node_id)
@@ -92,15 +116,19 @@ class Heartbeats(LeaderManager):
 
     def _arm(self, node_id: str) -> None:
         self._disarm(node_id)
-        self._timers[node_id] = asyncio.get_running_loop().call_later(self.ttl, self._expired, node_id)
+        loop = asyncio.get_running_loop()
+        self._last_beat[node_id] = loop.time()
+        self._timers[node_id] = loop.call_later(self.ttl, self._expired, node_id)
 
     def _disarm(self, node_id: str) -> None:
+        self._last_beat.pop(node_id, None)
         old = self._timers.pop(node_id, None)
         if old is not None:
             old.cancel()
 
     def _expired(self, node_id: str) -> None:
         self._timers.pop(node_id, None)
+        self._last_beat.pop(node_id, None)
         if self._ctx is not None:
             self._tasks.spawn(self._mark_down(self._ctx, node_id), name=f"shoal-node-down-{node_id}")
 

@@ -53,6 +53,9 @@ class LeaderDuties:
     def heartbeat(self, node_id: str) -> float:
         return self.heartbeats.heartbeat(node_id)
 
+    def reported_dead(self, node_id: str) -> float | None:
+        return self.heartbeats.reported_dead(node_id)
+
     async def start(self) -> None:
         self.running = True
         self._held = []

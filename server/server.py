@@ -236,6 +236,10 @@ class Server:
             return self.leader.heartbeat(node_id)
         return self.cfg.heartbeat_ttl
 
+    def reported_dead(self, node_id: str) -> float | None:
+        """Gossip says a node is dead (on the leader): seconds until it is marked down, None if not watched."""
+        return self.leader.reported_dead(node_id) if self.leader.running else None
+
     def _on_leadership(self, is_leader: bool) -> None:
         self._spawn(self._transition(is_leader))
 

@@ -247,3 +247,28 @@ def test_managers_start_in_order_hear_each_change_after_their_snapshot_once_and_
                             ("a", "stop", None)]
 
     leading(tmp_path, scenario)
+
+
+def test_gossip_marks_a_node_down_only_once_its_own_heartbeats_confirm_the_silence(tmp_path: Path):
+    async def scenario(r: Replicated) -> None:
+        for n in ("n1", "n2"):
+            await r.raft.submit(ops.NODE_REGISTER, ops.NodeRegister(node=node(n)))
+        leader = r.duties(workers=1, heartbeat_ttl=60.0)
+        await leader.start()
+        hb = leader.heartbeats
+        assert hb.confirm_silence == 30.0
+        # n1 just heartbeated: a report only brings its timer to 30 s of silence, not down now
+        hb.heartbeat("n1")
+        wait = leader.reported_dead("n1")
+        assert wait is not None and 29.0 < wait <= 30.0
+        assert r.fsm.store.snapshot().node("n1").status != NODE_DOWN
+        # n2 has been silent longer than the confirmation needs: the report marks it down at once
+        hb.confirm_silence = 0.0
+        assert leader.reported_dead("n2") == 0.0
+        snap = await r.until("n2 down", lambda s: s.node("n2").status == NODE_DOWN)
+        assert snap.node("n1").status != NODE_DOWN
+        assert leader.reported_dead("n2") is None and leader.reported_dead("ghost") is None  # not watched
+        await leader.stop()
+        assert_nothing_runs(leader)
+
+    leading(tmp_path, scenario)
