@@ -10,6 +10,10 @@ for containers), with the check's timeout.
 Statuses are Consul's: ``passing``, ``warning``, ``critical``. tcp: the connection
 is accepted; http: 2xx passing, 429 warning, anything else critical; script:
 exit 0 passing, 1 warning, other critical. Checks start ``critical`` until they pass.
+
+A check with a ``check_restart`` (limit > 0) also restarts its task when it stays unhealthy:
+the runner feeds each result to an ``UnhealthyRestart`` (checkrestart.py, pure) and calls
+the target's ``restart`` when that says so.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import json
 import os
 import socket
 import threading
@@ -26,11 +31,12 @@ from dataclasses import dataclass
 
 import structlog
 
+from shoal.agent.checkrestart import CRITICAL as CRITICAL, PASSING as PASSING, WARNING as WARNING
+from shoal.agent.checkrestart import UnhealthyRestart
 from shoal.jobs.model import Check, Service
 
 log = structlog.get_logger("shoal.agent.checks")
 
-PASSING, WARNING, CRITICAL = "passing", "warning", "critical"
 CLONE_NEWNET = 0x40000000
 MAX_OUTPUT = 4096
 
@@ -154,25 +160,34 @@ async def script_check(run: ScriptRunner, argv: list[str], timeout: float) -> Ch
 
 @dataclass(slots=True)
 class CheckTarget:
-    """Where one check runs: the task's namespace pid (None: the host) and how to run scripts in it."""
+    """Where one check runs: the task's namespace pid (None: the host), how to run scripts in it,
+    and how to restart what the check watches when its check_restart says so (None: never)."""
 
     pid: Callable[[], int | None]  # the task's current pid (changes across restarts); 0 = not running
     host_network: bool
     run_script: ScriptRunner | None
+    restart: Callable[[str], Awaitable[None]] | None = None  # given the reason, for the task event
 
 
 class CheckRunner:
-    """Runs one check every ``interval`` while its task runs; calls ``on_change`` when its status changes."""
+    """Runs one check every ``interval`` while its task runs; calls ``on_change`` when its status changes,
+    and restarts the task through ``target.restart`` when the check's check_restart calls for it.
+    ``clock`` (monotonic seconds) times the check_restart grace."""
 
     def __init__(self, key: str, service: Service, check: Check, port: int | None, target: CheckTarget,
-                 on_change: Callable[[], None]) -> None:
+                 on_change: Callable[[], None], clock: Callable[[], float] = time.monotonic) -> None:
         self.key = key
         self.service = service
         self.check = check
         self.port = port
         self.target = target
         self.on_change = on_change
+        self.clock = clock
         self.result = CheckResult(CRITICAL, "not run yet")
+        cr = check.check_restart
+        self.restarts: UnhealthyRestart | None = (
+            UnhealthyRestart(cr) if cr is not None and cr.limit > 0 and target.restart is not None else None)
+        self._pid: int | None = None  # the task's pid when last seen; check_restart's grace starts when it changes
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -209,8 +224,34 @@ class CheckRunner:
             return await script_check(self.target.run_script, [c.command, *c.args], c.timeout)
         return CheckResult(CRITICAL, f"unknown check type {c.type!r}")
 
+    def follow_task(self, pid: int | None) -> None:
+        """Tell the check_restart decision whether the task runs, and when it (re)started."""
+        if self.restarts is not None:
+            if not pid:
+                self.restarts.task_stopped()
+            elif pid != self._pid:
+                self.restarts.task_started(self.clock())
+        self._pid = pid
+
+    async def restart_if_unhealthy(self, pid: int | None, status: str) -> bool:
+        """Count a result the task at ``pid`` gave; restart the task if check_restart says so. True if it did."""
+        if self.restarts is None or self.target.restart is None or not pid or pid != self.target.pid():
+            return False  # the task stopped or restarted meanwhile: the result is not about this run
+        if not self.restarts.observe(status, self.clock()):
+            return False
+        reason = f"healthcheck: check {json.dumps(self.check.name or self.key)} unhealthy"
+        log.info("restarting a task: its check is unhealthy", check=self.key, status=status,
+                 limit=self.restarts.config.limit)
+        try:
+            await self.target.restart(reason)
+        except Exception as exc:  # a check never takes the agent down
+            log.warning("restarting an unhealthy task failed", check=self.key, error=str(exc))
+        return True
+
     async def _loop(self) -> None:
         while True:
+            pid = self.target.pid()
+            self.follow_task(pid)
             try:
                 result = await self.run_once()
             except asyncio.CancelledError:
@@ -223,4 +264,5 @@ class CheckRunner:
             if changed:
                 log.info("check status changed", check=self.key, status=result.status, output=result.output[:200])
                 self.on_change()
+            await self.restart_if_unhealthy(pid, result.status)
             await asyncio.sleep(max(0.05, self.check.interval))

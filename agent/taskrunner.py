@@ -66,7 +66,8 @@ class TaskRunner:
         self.handle: TaskHandle | None = None
         self.spec: TaskSpec | None = None  # what the running task was started from (prestart's work)
         self._killed = asyncio.Event()
-        self._restart_requested = False
+        self._restart_requested = False  # a user's restart: not counted against the restart policy
+        self._restart_failure = False  # a restart for a failure (an unhealthy check): counted
         self._restart_wakeup = asyncio.Event()
         self.started = asyncio.Event()  # set once the task has run (or finished without running)
         self._tracker = RestartTracker(task_restart(job, group, task),
@@ -186,6 +187,11 @@ class TaskRunner:
                     self._event("Killed", "Task successfully killed")
                     return
                 self._report_exit(result)
+                if self._restart_failure:  # as if the task had failed: the policy counts it and may end it
+                    self._restart_failure = self._restart_requested = False
+                    if not await self._after_exit(success=False):
+                        return
+                    continue
                 if self._restart_requested:
                     self._restart_requested = False
                     self.state.restarts += 1
@@ -346,15 +352,26 @@ class TaskRunner:
                 log.warning("stopping task failed; destroying it", alloc_id=self.alloc.id, task=self.task.name, error=str(exc))
                 await self._destroy()
 
-    async def restart(self) -> bool:
-        """Restart the task now (a user's request; not counted against the restart policy)."""
+    async def restart(self, reason: str = "", *, failure: bool = False) -> bool:
+        """Restart the task now. By default a user's request: not counted against the restart policy,
+        and a task waiting to restart goes at once. ``failure``: a restart for a failure (Nomad's
+        failure restarts, as an unhealthy check's): the task is stopped and the restart policy decides
+        as if it had failed (its delay, its attempts; past them the task fails); only a running task
+        is restarted so. ``reason`` is the "Restart Signaled" event's message."""
         if self._killed.is_set() or self.finished:
             return False
+        if failure:
+            if self.handle is None or not self.running or self._restart_failure:
+                return False
+            self._restart_failure = True
+            self._event("Restart Signaled", reason or "Task restart requested after a failure")
+            await self._stop_handle()
+            return True
         if self.handle is None:  # waiting to restart: go now
             self._restart_wakeup.set()
             return True
         self._restart_requested = True
-        self._event("Restart Signaled", "User requested running tasks to restart")
+        self._event("Restart Signaled", reason or "User requested running tasks to restart")
         await self._stop_handle()
         return True
 

@@ -30,6 +30,7 @@ from shoal.jobs.convert import (
 from shoal.jobs.model import (
     Affinity,
     Check,
+    CheckRestart,
     Constraint,
     Job,
     Lifecycle,
@@ -196,7 +197,7 @@ class _Decoder:
         return r
 
     def policy_fields(self, blk: Block, path: FieldPath, spec: dict[str, Callable[[Any], Any]]) -> dict[str, Any]:
-        """The fields a restart or reschedule block sets (the rest are inherited)."""
+        """The fields a restart, reschedule or check_restart block sets (the rest are inherited)."""
         b = _Body(self, blk, path)
         out: dict[str, Any] = {}
         for name, conv in spec.items():
@@ -236,6 +237,8 @@ class _Decoder:
         s.name = b.get("name", to_str, default_name)
         s.port = b.get("port", to_str, "")
         s.tags = b.get("tags", to_str_list, [])
+        s.canary_tags = b.get("canary_tags", to_str_list, [])
+        s.address_mode = b.get("address_mode", to_str, s.address_mode)
         provider = b.get("provider", to_str, s.provider)
         if provider in ("nomad", "shoal"):
             s.provider = "shoal"  # Nomad's built-in service catalog is shoal's
@@ -246,7 +249,12 @@ class _Decoder:
         else:
             self.problem(b.line("provider"), child(path, "provider"),
                          f'unknown provider {show(provider)}; use "nomad" (shoal\'s own service catalog)')
-        for cblk, cpath in b.blocks("check"):
+        restart = b.single("check_restart")
+        inherited = self.policy_fields(*restart, _CHECK_RESTART) if restart else {}
+        checks = b.blocks("check")
+        if restart and not checks:
+            self.warn(restart[0].line, restart[1], "check_restart has no effect: the service has no checks")
+        for cblk, cpath in checks:
             cb = _Body(self, cblk, cpath)
             c = Check()
             c.name = cb.get("name", to_str, c.name)
@@ -258,6 +266,10 @@ class _Decoder:
             c.interval = cb.get("interval", to_duration, c.interval)
             c.timeout = cb.get("timeout", to_duration, c.timeout)
             c.task = cb.get("task", to_str, c.task)
+            own = cb.single("check_restart")
+            if restart or own:  # merged as Nomad merges them: what the check sets wins
+                fields = {**inherited, **(self.policy_fields(*own, _CHECK_RESTART) if own else {})}
+                c.check_restart = CheckRestart(**fields)
             cb.finish()
             s.checks.append(c)
         b.finish()
@@ -340,13 +352,16 @@ class _Decoder:
         return blk.labels[0] if blk.labels else ""
 
 
-# The fields of restart and reschedule blocks, with their conversions.
+# The fields of restart, reschedule and check_restart blocks, with their conversions.
 _RESTART: dict[str, Callable[[Any], Any]] = {
     "attempts": to_int, "interval": to_duration, "delay": to_duration, "mode": to_str,
 }
 _RESCHEDULE: dict[str, Callable[[Any], Any]] = {
     "attempts": to_int, "interval": to_duration, "delay": to_duration, "delay_function": to_str,
     "max_delay": to_duration, "unlimited": to_bool,
+}
+_CHECK_RESTART: dict[str, Callable[[Any], Any]] = {
+    "limit": to_int, "grace": to_duration, "ignore_warnings": to_bool,
 }
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 JOB_TYPES = ("service", "batch", "system", "sysbatch")
 DRIVERS = ("container", "docker", "exec", "raw_exec")
+ADDRESS_MODES = ("auto", "host", "alloc")  # a service's address_mode (Nomad's, but "driver")
 CONSTRAINT_OPERATORS = (
     "=", "==", "is", "!=", "not", ">", ">=", "<", "<=",
     "regexp", "set_contains", "set_contains_all", "set_contains_any",
@@ -88,6 +89,21 @@ class ReschedulePolicy:
 
 
 @dataclass(slots=True)
+class CheckRestart:
+    """Restart a check's task when the check stays unhealthy (Nomad's ``check_restart``).
+
+    After the task starts or restarts, results within ``grace`` seconds are not counted;
+    then ``limit`` consecutive unhealthy results (critical, and warning unless
+    ``ignore_warnings``) restart the task, a restart counted against its restart policy.
+    A passing result resets the count. ``limit`` 0 never restarts.
+    """
+
+    limit: int = 0
+    grace: float = 1.0  # seconds
+    ignore_warnings: bool = False
+
+
+@dataclass(slots=True)
 class Check:
     name: str = ""
     type: str = "tcp"  # tcp | http | script
@@ -98,6 +114,8 @@ class Check:
     interval: float = 10.0
     timeout: float = 2.0
     task: str = ""  # script checks of a group service: the task to run the command in
+    # The service's check_restart block merged with the check's own (the check's fields win); None: neither.
+    check_restart: CheckRestart | None = None
 
 
 @dataclass(slots=True)
@@ -108,6 +126,9 @@ class Service:
     provider: str = "shoal"
     checks: list[Check] = field(default_factory=list)
     address_mode: str = "auto"  # auto | host | alloc: which address and port the catalog gives (agent/services.py)
+    # Tags for canary allocations instead of ``tags``. Kept, never applied yet: shoal has no canaries
+    # until it has deployments.
+    canary_tags: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)

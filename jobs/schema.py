@@ -47,7 +47,8 @@ CHILDREN: dict[str, dict[str, BlockKind]] = {
     },
     "spread": {"target": _L},
     "network": {"port": _L},
-    "service": {"check": _R},
+    "service": {"check": _R, "check_restart": _S},
+    "check": {"check_restart": _S},
 }
 
 # Attributes shoal maps, per block type.
@@ -60,8 +61,9 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "reschedule": ("attempts", "interval", "delay", "delay_function", "max_delay", "unlimited"),
     "network": ("mode", "name"),
     "port": ("static", "to"),
-    "service": ("name", "port", "tags", "provider"),
+    "service": ("name", "port", "tags", "canary_tags", "provider", "address_mode"),
     "check": ("name", "type", "port", "path", "command", "args", "interval", "timeout", "task"),
+    "check_restart": ("limit", "grace", "ignore_warnings"),
     "lifecycle": ("hook", "sidecar"),
     "constraint": ("attribute", "operator", "value", *("distinct_hosts", "distinct_property", "regexp",
                    "version", "semver", "set_contains", "set_contains_all", "set_contains_any")),
@@ -147,10 +149,7 @@ UNSUPPORTED: dict[str, dict[str, str]] = {
     },
     "service": {
         "connect": _MESH,
-        "check_restart": "shoal does not restart tasks on failing checks",
-        "address_mode": "services always advertise the node address and the host port",
-        "address": "services always advertise the node address",
-        "canary_tags": _UPDATES,
+        "address": 'a service advertises the address its address_mode gives ("auto", "host" or "alloc")',
         "canary_meta": _UPDATES,
         "enable_tag_override": _CONSUL,
         "tagged_addresses": _CONSUL,
@@ -162,7 +161,6 @@ UNSUPPORTED: dict[str, dict[str, str]] = {
         "weights": _CONSUL,
     },
     "check": {
-        "check_restart": "shoal does not restart tasks on failing checks",
         "on_update": _UPDATES,
         "initial_status": "checks start critical until they pass",
         "method": _PLAIN_HTTP,
@@ -174,7 +172,8 @@ UNSUPPORTED: dict[str, dict[str, str]] = {
         "grpc_service": "shoal has no grpc checks",
         "grpc_use_tls": "shoal has no grpc checks",
         "expose": _MESH,
-        "address_mode": "checks always use the node address and the host port",
+        "address_mode": "checks connect to the task's port from inside its network namespace "
+        "(on the host for raw_exec tasks)",
         "success_before_passing": _CHECK_THRESHOLDS,
         "failures_before_critical": _CHECK_THRESHOLDS,
         "failures_before_warning": _CHECK_THRESHOLDS,

@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from shoal.errors import Problem
 from shoal.ids import ALL_NAMESPACES
 from shoal.jobs.model import (
+    ADDRESS_MODES,
     CONSTRAINT_OPERATORS,
     DRIVERS,
     JOB_TYPES,
     Affinity,
     Check,
+    CheckRestart,
     Constraint,
     Job,
     ReschedulePolicy,
@@ -30,7 +32,7 @@ from shoal.jobs.model import (
     Task,
     TaskGroup,
 )
-from shoal.jobs.network import MODE_OVERLAY, NETWORK_MODES, valid_network_name
+from shoal.jobs.network import MODE_BRIDGE, MODE_OVERLAY, NETWORK_MODES, group_network, valid_network_name
 from shoal.jobs.paths import FieldPath, Seg, SourceMap, child, render
 from shoal.jobs.taskconfig import check_config
 
@@ -283,10 +285,47 @@ class _Validator:
         elif "${" not in s.name and not _SERVICE_NAME.match(s.name):
             self.bad(child(path, "name"), f"service name {_text(s.name)} must be 1-63 letters, digits and dashes, "
                      "starting and ending with a letter or digit")
-        if s.port and s.port not in labels:
+        if s.port.isdigit():  # a number is advertised as it is: the allocation's own port
+            if not 1 <= int(s.port) <= 65535:
+                self.bad(child(path, "port"), f"port {s.port} is not 1-65535")
+            elif s.address_mode == "host":
+                self.bad(child(path, "port"), f'address_mode "host" advertises a host port: port must name one of '
+                                              f'the group\'s network ports, not the number {s.port}')
+        elif s.port and s.port not in labels:
             self.bad(child(path, "port"), self.no_port(s.port, labels))
+        self.address_mode(child(path, "address_mode"), s.address_mode, g)
         for j, c in enumerate(s.checks):
             self.check(child(path, "check", index=j), c, s, labels, g, group_level)
+            if c.check_restart is not None:
+                self.check_restart(path, child(path, "check", index=j), c.check_restart)
+
+    def address_mode(self, path: FieldPath, mode: str, g: TaskGroup) -> None:
+        if mode == "driver":
+            self.bad(path, 'address_mode "driver" is not supported: shoal\'s drivers have no addresses of their own; '
+                           'use "alloc" for the allocation\'s address (bridge and overlay networks)')
+        elif mode not in ADDRESS_MODES:
+            self.bad(path, f"unknown address_mode {_text(mode)}; use one of {', '.join(ADDRESS_MODES)}")
+        elif mode == "alloc":
+            net, _ = group_network(g)
+            if net in NETWORK_MODES and net not in (MODE_BRIDGE, MODE_OVERLAY):
+                why = (f"the group's network mode is {_text(net)}" if g.networks and g.networks[0].mode else
+                       "the group is on the host's network (no network mode, and no container or exec task)")
+                self.bad(path, f'address_mode "alloc" needs an allocation address, which only bridge and overlay '
+                               f'networks give: {why}; set network {{ mode = "bridge" }} or use address_mode = "host"')
+
+    def check_restart(self, spath: FieldPath, cpath: FieldPath, cr: CheckRestart) -> None:
+        """A check's check_restart (the service's merged with its own): a problem names where the value
+        was written, the check's block, else the service's."""
+
+        def where(name: str) -> FieldPath:
+            own = child(child(cpath, "check_restart"), name)
+            inherited = child(child(spath, "check_restart"), name)
+            return inherited if own not in self.source.lines and inherited in self.source.lines else own
+
+        if cr.limit < 0:
+            self.bad(where("limit"), f"limit must be 0 or more (0 never restarts the task), got {cr.limit}")
+        if cr.grace < 0:
+            self.bad(where("grace"), "grace must not be negative")
 
     def check(self, path: FieldPath, c: Check, s: Service, labels: set[str], g: TaskGroup, group_level: bool) -> None:
         if c.type not in CHECK_TYPES:

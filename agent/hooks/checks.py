@@ -7,12 +7,16 @@ inside the task's network namespace unless its driver shares the host's.
 
 The checks run from prerun to postrun (or shutdown); while its task does not
 run, a check is critical without probing anything.
+
+A check with ``check_restart`` restarts, when it stays unhealthy, its task (a task's
+service) or every running task of the allocation (a group's service, as Nomad restarts
+the allocation); each restart counts against that task's restart policy.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from shoal.agent.checks import PASSING, CheckRunner, CheckTarget
 from shoal.agent.hooks.base import AllocHook
@@ -38,9 +42,18 @@ class ChecksHook(AllocHook):
                     continue
                 key = f"{service.name}.{check.name or f'{check.type}-{i}'}"
                 target = CheckTarget(pid=lambda tr=tr: tr.pid, host_network=not tr.driver.capabilities.net_isolation,
-                                     run_script=tr.run_command)
+                                     run_script=tr.run_command, restart=self._restarter(owner))
                 self.checks.append(CheckRunner(key, service, check, self._port(check.port or service.port), target,
                                                on_change))
+
+    def _restarter(self, owner: TaskRunner | None) -> Callable[[str], Awaitable[None]]:
+        """How an unhealthy check restarts: its task's, or every running task for a group service."""
+        targets = [owner] if owner is not None else self.tasks
+
+        async def restart(reason: str) -> None:
+            await asyncio.gather(*(tr.restart(reason, failure=True) for tr in targets if tr.running))
+
+        return restart
 
     def _port(self, label: str) -> int | None:
         if not label:

@@ -107,3 +107,27 @@ def test_known_refusals_name_the_feature(results: dict[Path, LoadedJob | JobFile
     assert 'job "example" group "cache" volume "volume0"' in fields("csi__hostpath__redis")
     assert 'job "example" group "cache" task "redis" identity' in fields("command__asset__example-short")
     assert 'variable "nodeID"' in fields("restart-node")
+
+
+def test_address_mode_and_check_restart_are_taken_the_files_refused_for_what_remains(
+        results: dict[Path, LoadedJob | JobFileError]):
+    """Three corpus files use address_mode = "host" or check_restart: those now decode; each file is still
+    refused, for the features shoal does not have."""
+
+    def refused(name_part: str) -> list[str]:
+        (path,) = [p for p in results if name_part in p.name]
+        r = results[path]
+        assert isinstance(r, JobFileError), path.name
+        return [f"{p.line}: {p.field}: {p.message}" for p in r.problems]
+
+    for name in ("dynamic-app-sizing__jobs__example", "on_update_check_restart", "tensorrt-demo"):
+        for problem in refused(name):
+            assert _feature(problem.split(": ")[1]) not in ("address_mode", "check_restart"), problem
+    updates = ("not supported: shoal has no rolling updates, canaries or deployments; a changed job replaces "
+               "its allocations")
+    assert refused("on_update_check_restart") == [
+        f'23: job "test" group "test" update: {updates}',
+        f'48: job "test" group "test" service[0].check[1].on_update: {updates}',
+        '73: job "test" group "test" task "server" template: not supported: shoal does not render templates '
+        "(consul-template); use env or bake files into the image",
+    ]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from shoal.jobs.loader import detect_format, load_job_file, load_job_text
+from shoal.jobs.model import CheckRestart
 
 HCL = """
 job "web" {
@@ -42,13 +43,22 @@ job "web" {
       }
     }
     service {
-      name = "redis"
-      port = "db"
-      tags = ["a", "b"]
+      name         = "redis"
+      port         = "db"
+      tags         = ["a", "b"]
+      canary_tags  = ["canary"]
+      address_mode = "alloc"
+      check_restart {
+        limit = 3
+        grace = "30s"
+      }
       check {
         type     = "tcp"
         interval = "10s"
         timeout  = "2s"
+        check_restart {
+          ignore_warnings = true
+        }
       }
     }
     task "redis" {
@@ -99,7 +109,11 @@ JSON_DOC = {
                             "name": "redis",
                             "port": "db",
                             "tags": ["a", "b"],
-                            "check": {"type": "tcp", "interval": "10s", "timeout": "2s"},
+                            "canary_tags": ["canary"],
+                            "address_mode": "alloc",
+                            "check_restart": {"limit": 3, "grace": "30s"},
+                            "check": {"type": "tcp", "interval": "10s", "timeout": "2s",
+                                      "check_restart": {"ignore_warnings": True}},
                         }
                     ],
                     "task": {
@@ -154,10 +168,17 @@ job:
         - name: redis
           port: db
           tags: [a, b]
+          canary_tags: [canary]
+          address_mode: alloc
+          check_restart:
+            limit: 3
+            grace: 30s
           check:
             - type: tcp
               interval: 10s
               timeout: 2s
+              check_restart:
+                ignore_warnings: true
       task:
         - name: redis
           driver: docker
@@ -188,6 +209,9 @@ def test_hcl_json_and_yaml_give_equal_jobs():
     assert from_hcl == from_json == from_yaml_list == from_yaml_map
     g = from_hcl.groups[0]
     assert [t.name for t in g.tasks] == ["redis", "app"]
+    (s,) = g.services
+    assert (s.address_mode, s.canary_tags) == ("alloc", ["canary"])
+    assert s.checks[0].check_restart == CheckRestart(limit=3, grace=30.0, ignore_warnings=True)
     assert g.tasks[0].config == {"image": "redis:7", "args": ["--appendonly", "yes"]}
 
 
