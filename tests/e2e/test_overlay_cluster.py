@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from shoal.devcluster import DevCluster
-from shoal.devcluster.rootfs import build_busybox_rootfs
 from shoal.devcluster.waiting import wait_for
+from support.devhosts import busybox_cluster, host_of, node_id_of, running
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0 or shutil.which("runc") is None,
                                                    reason="needs root and runc")]
@@ -38,22 +38,6 @@ def web_job(job_id: str, count: int, network: dict[str, Any], distinct: bool = T
     }
 
 
-def running(c: DevCluster, job_id: str, n: int) -> list[dict[str, Any]] | None:
-    allocs = [a for a in c.allocations(job_id) if a["client_status"] == "running" and a["desired_status"] == "run"]
-    if len(allocs) < n:
-        return None
-    full = [c.call("Alloc.Get", {"alloc_id": a["id"]})["allocation"] for a in allocs]
-    return full if all((a.get("network_status") or {}).get("address") for a in full) else None
-
-
-def host_of(c: DevCluster, node_id: str):
-    return c.host(next(name for name, n in c.nodes().items() if n["id"] == node_id))
-
-
-def node_id_of(c: DevCluster, host) -> str:
-    return c.nodes()[host.name]["id"]
-
-
 def fetch(host, url: str, timeout: float = 10.0) -> str:
     """The page at ``url`` fetched from a host's namespace (busybox's wget; its -T segfaults: timeout bounds it)."""
     deadline = time.monotonic() + timeout
@@ -73,15 +57,8 @@ def in_alloc(alloc_id: str, *argv: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("overlay")
-    rootfs = build_busybox_rootfs(root / "busybox")
-    c = DevCluster(root / "cluster", servers=3, clients=3, images={"busybox:latest": rootfs},
-                   client_flags=["--min-dynamic-port", str(DYNAMIC[0]), "--max-dynamic-port", str(DYNAMIC[1])])
-    try:
-        c.start(timeout=90)
-        yield c
-    finally:
-        c.close()
+    yield from busybox_cluster(tmp_path_factory, "overlay",
+                               client_flags=["--min-dynamic-port", str(DYNAMIC[0]), "--max-dynamic-port", str(DYNAMIC[1])])
 
 
 def test_allocations_reach_each_other_across_hosts_and_a_replacement_is_reachable(cluster: DevCluster):

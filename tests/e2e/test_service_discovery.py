@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from shoal.devcluster import DevCluster
-from shoal.devcluster.rootfs import build_busybox_rootfs
 from shoal.devcluster.waiting import wait_for
+from support.devhosts import busybox_cluster, host_of, node_id_of, running
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0 or shutil.which("runc") is None
                                                    or shutil.which("dig") is None, reason="needs root, runc and dig")]
@@ -55,22 +55,6 @@ def client_job(node_id: str) -> dict[str, Any]:
     }
 
 
-def running(c: DevCluster, job_id: str, n: int) -> list[dict[str, Any]] | None:
-    allocs = [a for a in c.allocations(job_id) if a["client_status"] == "running" and a["desired_status"] == "run"]
-    if len(allocs) < n:
-        return None
-    full = [c.call("Alloc.Get", {"alloc_id": a["id"]})["allocation"] for a in allocs]
-    return full if all((a.get("network_status") or {}).get("address") for a in full) else None
-
-
-def node_id_of(c: DevCluster, host) -> str:
-    return c.nodes()[host.name]["id"]
-
-
-def host_of(c: DevCluster, node_id: str):
-    return c.host(next(name for name, n in c.nodes().items() if n["id"] == node_id))
-
-
 def dig(host, *query: str) -> list[str]:
     """``dig +short`` against the agent's DNS server on a host's loopback (port 8600)."""
     out = subprocess.run([*host.nsenter(), "dig", "+short", "+tries=1", "+time=1", "@127.0.0.1", "-p", "8600", *query],
@@ -96,15 +80,7 @@ def until_answer(host, expected: list[str], deadline: float) -> float:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("discovery")
-    rootfs = build_busybox_rootfs(root / "busybox")
-    c = DevCluster(root / "cluster", servers=3, clients=3, images={"busybox:latest": rootfs},
-                   server_flags=["--heartbeat-ttl", "3"])
-    try:
-        c.start(timeout=90)
-        yield c
-    finally:
-        c.close()
+    yield from busybox_cluster(tmp_path_factory, "discovery", server_flags=["--heartbeat-ttl", "3"])
 
 
 def test_a_service_is_found_by_name_and_follows_health_and_hosts(cluster: DevCluster):
