@@ -20,6 +20,8 @@ from shoal.agent import names
 from shoal.agent.allocrunner import AllocRunner
 from shoal.agent.allocstate import load_state
 from shoal.agent.discovery import Discovery
+from shoal.agent.gossip.keyring import KeyringError
+from shoal.agent.membership import GOSSIP_ATTRIBUTE, Membership
 from shoal.agent.drivers.base import Driver, DriverError, TaskHandle
 from shoal.agent.drivers.registry import build_drivers
 from shoal.agent.execsession import ExecManager
@@ -34,6 +36,7 @@ from shoal.agent.taskrunner import TaskRunner
 from shoal.config import ClientConfig
 from shoal.errors import InvalidRequest, NotFound, ShoalError
 from shoal.jobs.model import Job
+from shoal.jobs.network import DEFAULT_NETWORK
 from shoal.jobs.structs import ALLOC_COMPLETE, CLIENT_TERMINAL, DESIRED_RUN, TASK_DEAD, AllocUpdate, Allocation, Node, NodeResources
 from shoal.netoverlay.netns import Route
 from shoal.netoverlay.overlay import NodeOverlay
@@ -69,6 +72,7 @@ class Agent:
         self.overlay: NodeOverlay | None = None  # set by start, with networking
         self.networking: Networking | None = None
         self.discovery: Discovery | None = None  # set by start: registrations up, the catalog down, DNS
+        self.membership: Membership | None = None  # set by start unless --no-gossip
 
     # --- lifecycle ---
     async def start(self) -> None:
@@ -91,9 +95,15 @@ class Agent:
         self.discovery = Discovery(self.cfg, self._call, node_id)
         await self.discovery.start()
         self.networking = Networking(self.overlay, underlay, self.discovery.nameserver if self.cfg.dns else None)
+        if self.cfg.gossip:
+            self.membership = Membership(self.cfg, self._call, node_id, underlay,
+                                         {"name": self.cfg.node_name or socket.gethostname()})
+            await self.membership.start()
         self._restore()
         self.rpc.stream("Agent.Logs", self.logs)
         self.rpc.unary("Agent.AllocRestart", self.alloc_restart)
+        self.rpc.unary("Agent.Members", self.gossip_members)
+        self.rpc.unary("Agent.Keyring", self.gossip_keyring)
         self.rpc.unary("Agent.ExecStart", self.exec_start)
         self.rpc.stream("Agent.ExecOutput", self.exec_output)
         self.rpc.unary("Agent.ExecInput", self.exec_input)
@@ -110,6 +120,8 @@ class Agent:
             loop.create_task(self._run_forever(self._push_services), name="agent-services"),
             loop.create_task(self._run_forever(self._follow_catalog), name="agent-catalog"),
         ]
+        if self.membership is not None:
+            self._tasks.append(loop.create_task(self._run_forever(self._gossip), name="agent-gossip"))
         log.info("agent started", node_id=self.node.id, name=self.node.name, drivers=sorted(self.node.drivers))
 
     async def stop(self) -> None:
@@ -129,6 +141,8 @@ class Agent:
             await self.overlay.stop(leave=not still_running)
         if self.discovery is not None:
             await self.discovery.close()
+        if self.membership is not None:
+            await self.membership.close(leave=True)
         await self.rpc.stop(grace=0.2)
         for c in self._clients.values():
             await c.close()
@@ -163,6 +177,11 @@ class Agent:
         assert self.discovery is not None
         await self.discovery.follower.run()
 
+    async def _gossip(self) -> None:
+        await self.ready.wait()
+        assert self.membership is not None
+        await self.membership.run()
+
     async def _join_overlay(self) -> None:
         """Once registered: lease the node's subnet, build the device, follow the other nodes."""
         await self.ready.wait()
@@ -171,6 +190,11 @@ class Agent:
             await self.overlay.start()
         except NetworkSetupError as exc:
             log.error("joining the overlay failed: allocations on it cannot start here", error=str(exc))
+            return
+        if self.membership is not None and self.node is not None:
+            att = await self.overlay.attach(DEFAULT_NETWORK)
+            self.membership.update_meta({"name": self.node.name, "vtep": str(att.layout.vtep),
+                                         "subnet": str(att.layout.subnet)})
 
     def _fingerprint(self, address: str) -> Node:
         node_id = self._node_id()
@@ -185,6 +209,8 @@ class Agent:
         attrs["driver.available"] = ",".join(sorted(names))
         if self.networking is not None:
             attrs["unique.network.ip-address"] = self.networking.host_ip
+        if self.membership is not None:
+            attrs[GOSSIP_ATTRIBUTE] = self.membership.address
         return Node(
             id=node_id,
             name=self.cfg.node_name or socket.gethostname(),
@@ -475,6 +501,20 @@ class Agent:
         if not restarted:
             raise InvalidRequest("nothing to restart: no task of the allocation is running")
         return {"restarted": restarted}
+
+    async def gossip_members(self, req: dict[str, Any]) -> dict[str, Any]:
+        if self.membership is None:
+            raise InvalidRequest("this agent runs no gossip (--no-gossip)")
+        return {"members": self.membership.members(), "self": self.node.id if self.node else ""}
+
+    async def gossip_keyring(self, req: dict[str, Any]) -> dict[str, Any]:
+        if self.membership is None:
+            raise InvalidRequest("this agent runs no gossip (--no-gossip)")
+        try:
+            keys = self.membership.keyring_op(str(req.get("op") or "list"), str(req.get("key") or ""))
+        except (KeyringError, ValueError) as exc:
+            raise InvalidRequest(str(exc)) from None
+        return {"keys": keys}
 
     async def exec_start(self, req: dict[str, Any]) -> dict[str, Any]:
         runner = self._runner(req)

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from shoal.agent.gossip.keyring import generate as generate_gossip_key
+from shoal.config import GOSSIP_KEY_ENV
 from shoal.devcluster import network, processes
 from shoal.devcluster.cleanup import containers_under, runc_containers, sweep
 from shoal.devcluster.hosts import Host
@@ -66,6 +68,7 @@ class DevCluster:
         self.log_level = log_level
         self.server_clients = server_clients
         self.env = dict(env or {})  # extra environment for every shoal process (experiments, debugging)
+        self.env.setdefault(GOSSIP_KEY_ENV, generate_gossip_key())  # the clients gossip with one cluster key
         self.server_flags = list(server_flags)  # more ``shoal agent`` flags for every server (e.g. --overlay-cidr)
         self.client_flags = list(client_flags)  # ... and every client (e.g. --min-dynamic-port)
         self.hosts: dict[str, Host] = {}

@@ -63,6 +63,7 @@ class Heartbeats(LeaderManager):
         self._ctx: LeaderContext | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._last_beat: dict[str, float] = {}  # node id -> loop time of its last heartbeat (or of arming)
+        self._reported: set[str] = set()  # nodes gossip says are dead, their timers shortened
         self._tasks = Tasks(self.name)
 
     def armed(self) -> set[str]:
@@ -106,6 +107,7 @@ class Heartbeats(LeaderManager):
         if old.when() - loop.time() > wait:  # only ever sooner
             old.cancel()
             self._timers[node_id] = loop.call_later(wait, self._expired, node_id)
+            self._reported.add(node_id)
         return wait
 
     async def stop(self) -> None:
@@ -122,6 +124,7 @@ class Heartbeats(LeaderManager):
 
     def _disarm(self, node_id: str) -> None:
         self._last_beat.pop(node_id, None)
+        self._reported.discard(node_id)
         old = self._timers.pop(node_id, None)
         if old is not None:
             old.cancel()
@@ -129,17 +132,20 @@ class Heartbeats(LeaderManager):
     def _expired(self, node_id: str) -> None:
         self._timers.pop(node_id, None)
         self._last_beat.pop(node_id, None)
+        why = "gossip reports it dead and it has not heartbeated since" if node_id in self._reported \
+            else "it missed its heartbeat"
+        self._reported.discard(node_id)
         if self._ctx is not None:
-            self._tasks.spawn(self._mark_down(self._ctx, node_id), name=f"shoal-node-down-{node_id}")
+            self._tasks.spawn(self._mark_down(self._ctx, node_id, why), name=f"shoal-node-down-{node_id}")
 
-    async def _mark_down(self, ctx: LeaderContext, node_id: str) -> None:
+    async def _mark_down(self, ctx: LeaderContext, node_id: str, why: str) -> None:
         now = time.time()
         snap = ctx.store.snapshot()
         node = snap.node(node_id)
         if node is None or node.status == NODE_DOWN:
             return
         evals = node_evals(snap, node_id, "node-update", now)
-        log.warning("node missed its heartbeat: marking it down", node_id=node_id, evals=len(evals))
+        log.warning("marking a node down", node_id=node_id, reason=why, evals=len(evals))
         try:
             await ctx.raft.submit(ops.NODE_STATUS, ops.NodeStatus(node_id=node_id, status=NODE_DOWN, evals=evals, now=now))
         except Exception as exc:

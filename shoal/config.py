@@ -13,6 +13,8 @@ DEFAULT_API_PORT = 4646
 DEFAULT_RAFT_PORT = 4647
 DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_API_PORT}"
 DEFAULT_DNS_PORT = 8600
+DEFAULT_GOSSIP_PORT = 4649
+GOSSIP_KEY_ENV = "SHOAL_GOSSIP_KEY"
 ADDRESS_ENV = "SHOAL_ADDR"
 
 
@@ -21,13 +23,14 @@ def cli_address(flag: str | None) -> str:
     return flag or os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS
 
 
-def parse_host_port(text: str, default_port: int) -> tuple[str, int]:
-    """``ip`` or ``ip:port`` (IPv4), as recursors are given."""
+def parse_host_port(text: str, default_port: int, *, allow_zero: bool = False) -> tuple[str, int]:
+    """``ip`` or ``ip:port`` (IPv4), as recursors and bind addresses are given (port 0: any free one,
+    where ``allow_zero``)."""
     host, _, port = text.partition(":")
     ipaddress.IPv4Address(host)
     number = int(port) if port else default_port
-    if not 1 <= number <= 65535:
-        raise ValueError(f"port {number} is not 1-65535")
+    if not (0 if allow_zero else 1) <= number <= 65535:
+        raise ValueError(f"port {number} is not {0 if allow_zero else 1}-65535")
     return host, number
 
 
@@ -85,3 +88,8 @@ class ClientConfig:
     dns_port: int = DEFAULT_DNS_PORT
     dns_ttl: int = 0  # seconds
     dns_recursors: list[str] = field(default_factory=list)  # "ip[:port]" for other names ([]: /etc/resolv.conf's)
+    # gossip (SWIM) among the agents: UDP and TCP on gossip_bind ("": the client-bind host, port 4649;
+    # port 0: any free one), every packet sealed with the cluster's key
+    gossip: bool = True
+    gossip_bind: str = ""
+    gossip_key: str = ""  # base64; "": the keyring kept in the data dir (a fresh key on the first start)

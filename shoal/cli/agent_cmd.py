@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import faulthandler
 import ipaddress
+import os
 import shutil
 import signal
 import sys
@@ -17,11 +18,15 @@ import structlog
 from shoal.config import (
     DEFAULT_ADDRESS,
     DEFAULT_DNS_PORT,
+    DEFAULT_GOSSIP_PORT,
+    GOSSIP_KEY_ENV,
     DEFAULT_RAFT_PORT,
     ClientConfig,
     ServerConfig,
     parse_host_port,
 )
+from shoal.cli.common import add_address, add_json
+from shoal.cli.gossip import check_members_args, cmd_members
 from shoal.errors import UsageError
 from shoal.gcpolicy import freeze_long_lived_objects
 from shoal.jobs.network import IpamError, OverlayConfig
@@ -37,7 +42,12 @@ log = structlog.get_logger("shoal.agent.cmd")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("agent", help="run a shoal server and/or client agent")
+    p = sub.add_parser("agent", help="run a shoal server and/or client agent; `agent members`: its gossip members")
+    p.add_argument("verb", nargs="?", metavar="members",
+                   help="members: list the gossip members (state, incarnation, address, VTEP) an agent sees: the "
+                        "agent of -node NAME, or of the first ready node")
+    add_address(p)
+    add_json(p)
     mode = p.add_argument_group("mode")
     mode.add_argument("--dev", "-dev", action="store_true", help="server and client in one process, temporary state")
     mode.add_argument("--server", "-server", action="store_true", help="run a server")
@@ -92,6 +102,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dns-recursor", action="append", default=[], metavar="IP[:PORT]",
                    help="client: where names outside .shoal are forwarded (repeatable; default: the nameservers "
                         "of /etc/resolv.conf)")
+    p.add_argument("--gossip-bind", default="", metavar="HOST:PORT",
+                   help=f"client: where the agent gossips with the others, UDP and TCP (default: the --client-bind "
+                        f"host, port {DEFAULT_GOSSIP_PORT}; port 0: any free one)")
+    p.add_argument("--gossip-key", default="", metavar="BASE64",
+                   help=f"client: the cluster's gossip encryption key (16, 24 or 32 bytes, base64; also "
+                        f"${GOSSIP_KEY_ENV}); default: the keyring kept in the data dir, a fresh key on the first start")
+    p.add_argument("--no-gossip", action="store_true",
+                   help="client: no gossip; the servers notice a dead host by its missed heartbeats only")
     p.add_argument("--no-dns", action="store_true",
                    help="client: run no DNS server; allocations keep the host's /etc/resolv.conf")
     p.add_argument("--log-level", default="info")
@@ -115,6 +133,22 @@ def check_overlay_flags(args: argparse.Namespace) -> None:
             raise UsageError(f"--network-address {args.network_address!r} is not an IPv4 address") from None
 
 
+def check_gossip_flags(args: argparse.Namespace) -> None:
+    from shoal.agent.gossip.keyring import KeyringError, decode_key
+
+    if args.gossip_bind:
+        try:
+            parse_host_port(args.gossip_bind, DEFAULT_GOSSIP_PORT, allow_zero=True)
+        except ValueError as exc:
+            raise UsageError(f"--gossip-bind {args.gossip_bind!r}: {exc}") from None
+    key = args.gossip_key or os.environ.get(GOSSIP_KEY_ENV, "")
+    if key:
+        try:
+            decode_key(key)
+        except (KeyringError, ValueError) as exc:
+            raise UsageError(f"--gossip-key: {exc}") from None
+
+
 def check_dns_flags(args: argparse.Namespace) -> None:
     if not 0 <= args.dns_port <= 65535:
         raise UsageError(f"--dns-port {args.dns_port}: a port is 0 (none) to 65535")
@@ -136,11 +170,15 @@ def port_list(text: str) -> list[int]:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
+    if args.verb is not None:
+        check_members_args(args)
+        return asyncio.run(cmd_members(args))
     if not (args.dev or args.server or args.client):
         raise UsageError("shoal agent: choose --dev, --server and/or --client")
     check_overlay_flags(args)
     if args.dev or args.client:
         check_dns_flags(args)
+        check_gossip_flags(args)
         flags = ("--min-dynamic-port", "--max-dynamic-port")
         why = dynamic_range_error(args.min_dynamic_port, args.max_dynamic_port, flags)
         if why is not None:
@@ -242,6 +280,9 @@ async def run_agent(args: argparse.Namespace) -> int:
                     dns_port=args.dns_port,
                     dns_ttl=args.dns_ttl,
                     dns_recursors=list(args.dns_recursor),
+                    gossip=not args.no_gossip,
+                    gossip_bind=args.gossip_bind,
+                    gossip_key=args.gossip_key or os.environ.get(GOSSIP_KEY_ENV, ""),
                 )
             )
             await client.start()

@@ -1,12 +1,15 @@
-"""``shoal node``: status."""
+"""``shoal node``: status (the servers' view, and beside it the agents' gossip view), drain, eligibility, purge."""
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
+from typing import Any
 
 from shoal.cli.common import add_address, add_json, add_stale, client
 from shoal.cli.output import fields, out, print_json, short, table
+from shoal.errors import ShoalError
+from shoal.rpc.transport import RpcClient
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -77,15 +80,31 @@ async def cmd_status(args: argparse.Namespace) -> int:
     if not r["nodes"]:
         out.print("No nodes registered")
         return 0
+    gossip = await gossip_states(r["nodes"])
     table(
-        ["ID", "Name", "DC", "Pool", "Drivers", "Eligibility", "Status", "Allocs"],
+        ["ID", "Name", "DC", "Pool", "Drivers", "Eligibility", "Status", "Gossip", "Allocs"],
         [
             (short(n["id"]), n["name"], n["datacenter"], n["node_pool"], ",".join(n["drivers"]),
-             "eligible" if n["eligible"] else "ineligible", n["status"], n["running_allocs"])
+             "eligible" if n["eligible"] else "ineligible", n["status"], gossip.get(n["id"], "-"), n["running_allocs"])
             for n in r["nodes"]
         ],
     )
     return 0
+
+
+async def gossip_states(nodes: list[dict[str, Any]]) -> dict[str, str]:
+    """The agents' view beside the servers': each node's gossip state (alive, suspect, dead, left) as
+    the first ready node's agent sees it; empty when no agent answers (or none gossips)."""
+    for n in nodes:
+        if n["status"] != "ready":
+            continue
+        try:
+            async with RpcClient(n["address"]) as agent:
+                r = await agent.call("Agent.Members", {}, timeout=2.0)
+        except ShoalError:
+            continue
+        return {m["name"]: m["state"] for m in r["members"]}
+    return {}
 
 
 async def cmd_drain(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import json
 import sys
 
 from shoal.cli.common import add_address, add_json, client
+from shoal.cli.gossip import register_operator
 from shoal.cli.output import out, print_json, table
 
 
@@ -30,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("peer", help="its Raft address, API address or name")
     add_address(q)
     q.set_defaults(func=cmd_remove_peer)
+    register_operator(osub, type(p))
 
     p = sub.add_parser("event", help="the event stream")
     esub = p.add_subparsers(dest="verb", metavar="<verb>", parser_class=type(p))

@@ -96,7 +96,7 @@ class RestartableDevAgent(DevAgent):
         self.proc = subprocess.Popen(
             [SHOAL, "agent", "--dev", "--bind", self.address, "--raft-bind", f"127.0.0.1:{self.raft_port}",
              "--data-dir", str(self.data_dir), "--image-dir", str(self.image_dir), "--log-json",
-             "--default-registry", "", "--dns-port", str(self.dns_port), *extra],
+             "--default-registry", "", "--dns-port", str(self.dns_port), "--gossip-bind", "127.0.0.1:0", *extra],
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         wait_for(self._ready, 30, "the dev agent's node to be ready")
@@ -207,7 +207,7 @@ class ServerAndClient:
         self.job.write_text(JOB.replace('interval = "500ms"', f'interval = "{health_interval}"'))
         self._client_args = ("--client", "--data-dir", str(self.client_data), "--servers", self.address,
                              "--image-dir", str(image_dir), "--node-name", "c1", "--default-registry", "",
-                             "--dns-port", str(free_port()))
+                             "--dns-port", str(free_port()), "--gossip-bind", "127.0.0.1:0")
         self.client: subprocess.Popen | None = None
 
     def start(self) -> ServerAndClient:

@@ -104,7 +104,7 @@ class DevAgent:
             [SHOAL, "agent", "--dev", "--bind", self.address, "--raft-bind", f"127.0.0.1:{self.raft_port}",
              "--data-dir", str(self.data_dir), "--image-dir", str(self.image_dir), "--log-json",
              "--default-registry", "", "--overlay-cidr", TEST_OVERLAY_CIDR, "--dns-port", str(self.dns_port),
-             *extra],  # tests never pull from the internet
+             "--gossip-bind", "127.0.0.1:0", *extra],  # tests never pull from the internet
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         wait_for(self._ready, 30, "the dev agent's node to be ready")

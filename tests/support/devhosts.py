@@ -13,12 +13,13 @@ from shoal.devcluster.hosts import Host
 from shoal.devcluster.rootfs import build_busybox_rootfs
 
 
-def busybox_cluster(tmp_path_factory: pytest.TempPathFactory, name: str, **kwargs: Any) -> Iterator[DevCluster]:
-    """3 servers and 3 clients with busybox:latest on every client, for a module-scoped fixture;
-    ``kwargs`` go to ``DevCluster`` (e.g. ``client_flags``). Torn down even when a test fails."""
+def busybox_cluster(tmp_path_factory: pytest.TempPathFactory, name: str, clients: int = 3,
+                    **kwargs: Any) -> Iterator[DevCluster]:
+    """3 servers and ``clients`` clients with busybox:latest on every client, for a module-scoped
+    fixture; ``kwargs`` go to ``DevCluster`` (e.g. ``client_flags``). Torn down even when a test fails."""
     root = tmp_path_factory.mktemp(name)
     rootfs = build_busybox_rootfs(root / "busybox")
-    c = DevCluster(root / "cluster", servers=3, clients=3, images={"busybox:latest": rootfs}, **kwargs)
+    c = DevCluster(root / "cluster", servers=3, clients=clients, images={"busybox:latest": rootfs}, **kwargs)
     try:
         c.start(timeout=90)
         yield c
