@@ -103,8 +103,11 @@ def test_lifecycle_order(tmp_path: Path, subreaper) -> None:
     _run_to_end(tmp_path, job, updates)
     lines = order.read_text().split()
     assert lines[0] in ("init", "side-start") and set(lines[:2]) == {"init", "side-start"}
-    assert lines[2] == "main"
-    assert lines.index("poststart") > lines.index("main")
+    # poststart starts once main has started; which of the two writes its line first is up to the
+    # machine's scheduler, so the order is read from the tasks' start times, not from the file
+    assert set(lines[2:4]) == {"main", "poststart"}
+    states = updates.last.task_states
+    assert states["post"].started_at >= states["main"].started_at > 0
     assert lines.index("side-stop") > lines.index("poststart")
     assert lines[-1] == "poststop"
     assert updates.last is not None and updates.last.client_status == "complete"
