@@ -45,8 +45,9 @@ The protocol (memberlist's, with the Lifeguard paper's three refinements when
   nacks missing from indirect probers, and when the member has to refute a suspicion, falls with
   each successful probe, and scales the probe interval and timeout by ``score + 1``, so a slow
   member probes less and waits longer instead of suspecting healthy members; indirect probers
-  send ``Nack``; a probe of a suspect carries the ``Suspect`` itself (the buddy system), so the
-  suspect learns of it, and refutes, at the next probe.
+  send ``Nack``; the buddy system: a prober that comes to suspect its target tells it at once,
+  and every probe of a suspect carries the ``Suspect``, so a live suspect refutes within a round
+  trip rather than when gossip reaches it (in a busy cluster, possibly after its timeout).
 - **Leave**: ``leave`` broadcasts ``Dead`` about the member itself, which others record as
   "left", not "dead". Dead and left members stay listed (and are gossiped to for a while), then
   are dropped at the start of a probe round once ``gossip_to_the_dead_time`` has passed.
@@ -66,7 +67,11 @@ from shoal.agent.gossip.messages import (
     ALIVE, DEAD, LEFT, SUSPECT, Ack, Addr, Alive, Dead, IndirectPing, Message, MemberState, Nack, Ping, PushPull,
     Suspect, meta_size, size_hint,
 )
+from shoal.agent.gossip.outputs import Event, Output, ReplyStream, SendStream, SendUdp
 from shoal.agent.gossip.suspicion import Suspicion, suspicion_timeout
+
+__all__ = ["MAX_META_BYTES", "Event", "Member", "Output", "ReplyStream", "SendStream", "SendUdp", "Swim",
+           "SwimConfig", "push_pull_scale"]
 
 PUSH_PULL_SCALE_THRESHOLD = 32  # members; beyond it the push-pull interval grows with log2(N)
 MAX_META_BYTES = 512  # memberlist's MetaMaxSize: an Alive must fit in a UDP packet with room to spare
@@ -89,41 +94,6 @@ class SwimConfig:
     gossip_to_the_dead_time: float = 30.0
     packet_bytes: int = 1367  # a UDP packet's messages: wire.UDP_PAYLOAD_BUDGET less the payload header
     lifeguard: bool = True  # False: plain SWIM (fixed suspicion timeout, no LHM, nacks or buddy)
-
-
-@dataclass(slots=True, frozen=True)
-class SendUdp:
-    """Send one UDP packet carrying ``messages`` (pack them with ``wire.pack``) to ``addr``."""
-
-    addr: Addr
-    messages: tuple[Message, ...]
-
-
-@dataclass(slots=True, frozen=True)
-class SendStream:
-    """Open a TCP stream to ``addr``, send ``message``, and pass the reply to ``receive_stream``."""
-
-    addr: Addr
-    message: PushPull
-
-
-@dataclass(slots=True, frozen=True)
-class ReplyStream:
-    """Write ``message`` back on the stream the ``PushPull`` being handled arrived on."""
-
-    message: PushPull
-
-
-@dataclass(slots=True, frozen=True)
-class Event:
-    """A membership change about another member: ``kind`` is join (new, or back from dead or
-    left), update (new address or metadata), suspect, alive (a suspicion refuted), dead or leave."""
-
-    kind: str
-    member: Member
-
-
-Output = SendUdp | SendStream | ReplyStream | Event
 
 
 @dataclass(slots=True)
@@ -377,11 +347,18 @@ class Swim:
 
     def _probe_failed(self, probe: _Probe, now: float, out: list[Output]) -> None:
         """No ack by the deadline: our health pays for the nacks that did not come (for any
-        failure, without indirect probers to tell), then the target is suspected."""
+        failure, without indirect probers to tell), then the target is suspected. With
+        Lifeguard the target is told at once too (the buddy system's first word): a live one
+        refutes right away instead of when the suspicion reaches it, which in a busy cluster
+        may be after its timeout elsewhere."""
         self._probe = None
         missing = probe.expected_nacks - probe.nacks
         self._adjust_health(missing if probe.expected_nacks else 1)
-        self._on_suspect(Suspect(probe.incarnation, probe.target, self.name), now, out)
+        suspect = Suspect(probe.incarnation, probe.target, self.name)
+        self._on_suspect(suspect, now, out)
+        node = self._members.nodes.get(probe.target)
+        if self.config.lifeguard and node is not None and node.state == SUSPECT:
+            out.append(SendUdp(probe.addr, (suspect,)))
 
     def _expire_relays(self, now: float, out: list[Output]) -> None:
         timers = self._relay_timers

@@ -281,6 +281,17 @@ def test_plain_swim_uses_the_minimum_timeout_from_the_start() -> None:
     assert [e.member.name for e in events(a.tick(t + low), "dead")] == ["b"]
 
 
+@pytest.mark.parametrize("cfg", [CFG, PLAIN], ids=["lifeguard", "plain"])
+def test_a_failed_probe_tells_its_target_at_once_with_lifeguard(cfg: SwimConfig) -> None:
+    a = member("a", cfg=replace(cfg, gossip_interval=1e6))  # no gossip rounds: only what probing sends
+    introduce(a, "b", "c")
+    t, target, _, _ = first_ping(a)
+    outs = a.tick(t + CFG.probe_interval)  # the probe fails; the next one goes to the other member
+    (ev,) = events(outs, "suspect")
+    told = [dst for dst, m in sent(outs, Suspect) if m.name == ev.member.name and dst == target]
+    assert told == ([target] if cfg.lifeguard else [])
+
+
 def test_a_probe_of_a_suspect_carries_the_suspicion_to_it() -> None:
     """The buddy system: the suspect hears of its suspicion from the next member to probe it."""
     a = member("a")
