@@ -32,7 +32,6 @@ ALIVE = "alive"
 SUSPECT = "suspect"
 DEAD = "dead"
 LEFT = "left"  # declared dead by the member itself: a graceful leave
-STATES = (ALIVE, SUSPECT, DEAD, LEFT)
 
 
 @dataclass(slots=True, frozen=True)
@@ -114,7 +113,8 @@ class Dead:
 
 @dataclass(slots=True, frozen=True)
 class MemberState:
-    """One member as the sender of a ``PushPull`` sees it; ``state`` is one of ``STATES``."""
+    """One member as the sender of a ``PushPull`` sees it; ``state``: ALIVE, SUSPECT, DEAD or LEFT
+    (a receiver ignores any other)."""
 
     name: str
     addr: Addr

@@ -38,7 +38,9 @@ The protocol (memberlist's, with the Lifeguard paper's three refinements when
 - **Dissemination**: updates are queued (``broadcast.py``) and piggybacked on every UDP packet,
   and every gossip interval up to ``gossip_nodes`` random members (alive, suspect, or dead for
   less than ``gossip_to_the_dead_time``) get a packet of them; each update is sent
-  ``retransmit_mult * ceil(log10(N + 1))`` times.
+  ``retransmit_mult * ceil(log10(N + 1))`` times, suspicions, deaths and refutations before
+  joins. Whoever gossips a suspicion or death already refuted is sent the refutation (by one
+  receiver in ``CORRECT_ODDS``).
 - **Push-pull**: every ``push_pull_interval`` (scaled up past 32 members, as memberlist) a full
   state exchange with one random alive member; joining is a push-pull with each seed.
 - **Lifeguard**: the local health multiplier (LHM, ``health_score``) rises when probes fail with
@@ -62,38 +64,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from shoal.agent.gossip.broadcast import BroadcastQueue, retransmit_limit
+from shoal.agent.gossip.config import MAX_META_BYTES, SwimConfig, check_meta, push_pull_scale
 from shoal.agent.gossip.members import Member, MemberTable, Node
 from shoal.agent.gossip.messages import (
     ALIVE, DEAD, LEFT, SUSPECT, Ack, Addr, Alive, Dead, IndirectPing, Message, MemberState, Nack, Ping, PushPull,
-    Suspect, meta_size, size_hint,
+    Suspect, size_hint,
 )
 from shoal.agent.gossip.outputs import Event, Output, ReplyStream, SendStream, SendUdp
 from shoal.agent.gossip.suspicion import Suspicion, suspicion_timeout
 
-__all__ = ["MAX_META_BYTES", "Event", "Member", "Output", "ReplyStream", "SendStream", "SendUdp", "Swim",
-           "SwimConfig", "push_pull_scale"]
+__all__ = [
+    "CORRECT_ODDS", "MAX_META_BYTES", "Event", "Member", "Output", "ReplyStream", "SendStream", "SendUdp", "Swim",
+    "SwimConfig", "push_pull_scale",
+]
 
-PUSH_PULL_SCALE_THRESHOLD = 32  # members; beyond it the push-pull interval grows with log2(N)
-MAX_META_BYTES = 512  # memberlist's MetaMaxSize: an Alive must fit in a UDP packet with room to spare
-
-
-@dataclass(slots=True, frozen=True)
-class SwimConfig:
-    """Protocol timing, memberlist's LAN defaults. Seconds unless said otherwise."""
-
-    probe_interval: float = 1.0
-    probe_timeout: float = 0.5  # the wait for a direct ack before indirect probes
-    indirect_checks: int = 3
-    suspicion_mult: int = 4
-    suspicion_max_timeout_mult: int = 6
-    gossip_interval: float = 0.2
-    gossip_nodes: int = 3
-    retransmit_mult: int = 4
-    push_pull_interval: float = 30.0
-    awareness_max_multiplier: int = 8  # the LHM scales probing by at most this
-    gossip_to_the_dead_time: float = 30.0
-    packet_bytes: int = 1367  # a UDP packet's messages: wire.UDP_PAYLOAD_BUDGET less the payload header
-    lifeguard: bool = True  # False: plain SWIM (fixed suspicion timeout, no LHM, nacks or buddy)
+CORRECT_ODDS = 4  # a stale suspicion or death is answered with the refutation one time in this many
 
 
 @dataclass(slots=True)
@@ -120,24 +105,11 @@ class _Relay:
     nack: bool
 
 
-def _check_meta(meta: Mapping[str, str]) -> None:
-    if meta_size(dict(meta)) > MAX_META_BYTES:
-        raise ValueError(f"member metadata over {MAX_META_BYTES} bytes: gossip carries it in every Alive")
-
-
-def push_pull_scale(interval: float, n: int) -> float:
-    """memberlist's ``pushPullScale``: one more interval per doubling of N past 32 members, so
-    the cluster's push-pull traffic grows as N log N rather than N squared."""
-    if n <= PUSH_PULL_SCALE_THRESHOLD:
-        return interval
-    return (math.ceil(math.log2(n) - math.log2(PUSH_PULL_SCALE_THRESHOLD)) + 1) * interval
-
-
 class Swim:
     """One member's protocol state. Not thread-safe: one caller feeds it, in time order."""
 
     __slots__ = (
-        "name", "config", "_me", "_members", "_broadcasts", "_suspicions",
+        "name", "config", "_rng", "_me", "_members", "_broadcasts", "_suspicions",
         "_suspicion_timers", "_relays", "_relay_timers", "_probe", "_seq", "_health", "_left",
         "_next_probe", "_next_gossip", "_next_push_pull",
     )
@@ -146,9 +118,10 @@ class Swim:
                  now: float, incarnation: int = 0):
         """``incarnation``: where to start, when the member kept it across a restart (it need not:
         it learns the cluster's and refutes above it). ``rng`` makes every random choice."""
-        _check_meta(meta)
+        check_meta(meta)
         self.name = name
         self.config = config
+        self._rng = rng
         self._me = Node(name, addr, dict(meta), incarnation, ALIVE, now)
         self._members = MemberTable(self._me, rng)
         self._broadcasts = BroadcastQueue(config.packet_bytes)
@@ -202,7 +175,8 @@ class Swim:
 
     def join(self, seeds: list[Addr], now: float) -> list[Output]:
         """Join through any of ``seeds``: a push-pull with each (the replies merge the cluster's
-        state, and each seed gossips our ``Alive``)."""
+        state, and each seed gossips our ``Alive``). ``now`` is taken as by every call; a
+        join's work happens when the replies arrive."""
         states = self._members.states()
         return [SendStream(addr, PushPull(states, reply=False)) for addr in seeds]
 
@@ -222,7 +196,7 @@ class Swim:
 
     def update_meta(self, meta: Mapping[str, str], now: float) -> list[Output]:
         """Change our metadata: ``Alive`` with the next incarnation, gossiped at once."""
-        _check_meta(meta)
+        check_meta(meta)
         if self._left:
             return []
         me = self._me
@@ -267,10 +241,18 @@ class Swim:
         kind = type(msg)
         if kind is Alive:
             self._on_alive(msg, now, out)
-        elif kind is Suspect:
-            self._on_suspect(msg, now, out)
-        elif kind is Dead:
-            self._on_dead(msg, now, out)
+        elif kind is Suspect or kind is Dead:
+            node = self._members.nodes.get(msg.name)
+            if node is not None and msg.incarnation < node.incarnation and node.state == ALIVE:
+                # Stale news: the sender missed the refutation (gossip reaches everyone with high
+                # probability only) and would time the member out alone. It sends the stale
+                # update to several members in turn, so one answer in CORRECT_ODDS puts it right.
+                if self._rng.random() * CORRECT_ODDS < 1:
+                    out.append(SendUdp(src, (Alive(node.incarnation, node.name, node.addr, node.meta),)))
+            elif kind is Suspect:
+                self._on_suspect(msg, now, out)
+            else:
+                self._on_dead(msg, now, out)
         elif kind is Ping:
             if msg.target == self.name:
                 self._send(src, [Ack(msg.seq)], out)

@@ -17,7 +17,7 @@ from shoal.agent.gossip.messages import (
 )
 from shoal.agent.gossip.suspicion import Suspicion, suspicion_timeout
 from shoal.agent.gossip.swim import (
-    MAX_META_BYTES, Event, Output, ReplyStream, SendStream, SendUdp, Swim, SwimConfig, push_pull_scale,
+    CORRECT_ODDS, MAX_META_BYTES, Event, Output, ReplyStream, SendStream, SendUdp, Swim, SwimConfig, push_pull_scale,
 )
 
 CFG = SwimConfig()
@@ -319,12 +319,30 @@ def test_a_suspected_member_refutes_with_a_higher_incarnation() -> None:
     assert b.incarnation == 2  # an old accusation needs no answer
 
 
+def test_whoever_gossips_a_refuted_suspicion_is_told_the_refutation() -> None:
+    """By one receiver in CORRECT_ODDS: the stale update reaches several."""
+    a = member("a")
+    introduce(a, "b")
+    a.receive(addr("b"), alive("b", 1), 0.0)
+    for stale in (Suspect(0, "b", "c"), Dead(0, "b", "c")):
+        answers = [sent(a.receive(addr("d"), stale, 1.0), Alive) for _ in range(400)]
+        assert all(x in ([], [(addr("d"), alive("b", 1))]) for x in answers)
+        assert 400 / CORRECT_ODDS / 2 <= sum(map(len, answers)) <= 400 / CORRECT_ODDS * 2
+    assert state(a, "b") == ALIVE
+    a.receive(addr("c"), Suspect(0, "a", "c"), 2.0)  # about a itself: refuted
+    assert a.incarnation == 1
+    answers = [sent(a.receive(addr("d"), Suspect(0, "a", "c"), 3.0), Alive) for _ in range(400)]
+    assert all(x in ([], [(addr("d"), alive("a", 1))]) for x in answers) and any(answers)
+    assert a.incarnation == 1
+
+
 def test_old_news_does_not_revive_or_kill() -> None:
     a = member("a")
     introduce(a, "b")
     a.receive(addr("b"), alive("b", 3), 0.0)
-    assert not a.receive(addr("c"), Suspect(2, "b", "c"), 1.0)
-    assert not a.receive(addr("c"), Dead(2, "b", "c"), 1.0)
+    assert not events(a.receive(addr("c"), Suspect(2, "b", "c"), 1.0))  # (perhaps answered: see above)
+    assert not events(a.receive(addr("c"), Dead(2, "b", "c"), 1.0))
+    assert state(a, "b") == ALIVE
     a.receive(addr("c"), Dead(3, "b", "c"), 1.0)
     assert state(a, "b") == DEAD
     assert not a.receive(addr("b"), alive("b", 3), 2.0) and state(a, "b") == DEAD
